@@ -1,0 +1,96 @@
+"""The typer application, its error handling, and the options every command shares.
+
+Commands live in one small module each (``branchnet/cli/<step>.py``) and only parse
+arguments and call the library; all work happens in library functions a Python user
+can call too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from branchnet import __version__
+from branchnet.errors import BadInput
+
+# typer >= 0.2x vendors click as ``typer._click``; older typer uses click itself. Take the
+# exception classes from wherever typer's own BadParameter lives.
+_click = importlib.import_module(typer.BadParameter.__module__)
+
+app = typer.Typer(
+    name="branchnet",
+    help="Decide which layers a multi-task vision network should share, by measurement.\n\n"
+         "Pipeline: train-single -> affinity -> build -> train (or `run` for all of it); "
+         "select/groupings pick budgeted task groupings among trained candidates.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"branchnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Decide which layers a multi-task vision network should share, by measurement."""
+
+
+# Options shared by the pipeline commands (DESIGN.md, "Command line").
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML), e.g. configs/scenes.yaml.")]
+RunsOption = Annotated[Optional[Path], typer.Option(
+    "--runs", help="Experiment directory (default: runs/<config name>).")]
+OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the result file.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")]
+
+
+def one_line(message: str) -> str:
+    """Collapse a message to a single line for stderr."""
+    return "; ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+
+
+def fail(message: str) -> int:
+    """Print ``branchnet: error: <message>`` on stderr (one line) and return exit code 2."""
+    print(f"branchnet: error: {one_line(message)}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``branchnet`` console script; returns the exit code.
+
+    Exit 0 on success, 2 on bad input or usage (one line on stderr), 1 on an internal
+    fault (with the traceback, so it can be reported).
+    """
+    import branchnet.cli  # noqa: F401  (registers every command on ``app``)
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="branchnet", standalone_mode=False)
+    except _click.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except _click.UsageError as exc:
+        hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx else ""
+        return fail(exc.format_message().rstrip(".") + hint)
+    except _click.ClickException as exc:
+        return fail(exc.format_message())
+    except BadInput as exc:
+        return fail(str(exc))
+    except (KeyboardInterrupt, typer.Abort):
+        print("branchnet: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
