@@ -42,3 +42,40 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.err
     for fragment in fragments:
         assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+
+
+TINY_CONFIG = """\
+name: tiny
+seed: 0
+data:
+  dataset: scenes
+  root: {root}
+  image_size: [32, 32]
+  splits: {{train: 48, val: 16, test: 16, affinity: 12}}
+  options: {{max_objects: 3, workers: 1}}
+tasks: {tasks}
+model: {{backbone: resnet18, width: 0.125, output_stride: 8, head_channels: 8}}
+train: {{epochs: 2, batch_size: 16, lr: 0.01, device: cpu}}
+affinity: {{images: 12}}
+"""
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory):
+    """One scenes cache for the whole test session (generation is deterministic)."""
+    return tmp_path_factory.mktemp("scenes-cache")
+
+
+@pytest.fixture
+def tiny_config(tmp_path, data_cache):
+    """Write a tiny scenes config (32x32 images, a thin ResNet-18) and return its path."""
+
+    def make(tasks=("seg", "depth"), **replace) -> "Path":
+        text = TINY_CONFIG.format(root=data_cache, tasks="[" + ", ".join(tasks) + "]")
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        path = tmp_path / "tiny.yaml"
+        path.write_text(text)
+        return path
+
+    return make

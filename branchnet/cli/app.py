@@ -94,3 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         print("branchnet: interrupted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
+
+
+# Overrides of the most common config values (DESIGN.md: "Config values can be
+# overridden from the command line for the common ones").
+BackboneOption = Annotated[Optional[str], typer.Option("--backbone", help="Override model.backbone (a timm ResNet/HRNet).")]
+EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="Override train.epochs.")]
+BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Override train.batch_size.")]
+ImageSizeOption = Annotated[Optional[tuple[int, int]], typer.Option("--image-size", help="Override data.image_size: H W.")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="Override train.device: auto, cpu, cuda, cuda:N.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override any config value: section.key=value (YAML value), repeatable.")]
+TaskOption = Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (repeatable).")]
+
+
+def resolve_config(config: Path, runs: Optional[Path], sets: Optional[list[str]] = None, *,
+                   backbone: Optional[str] = None, epochs: Optional[int] = None,
+                   batch_size: Optional[int] = None, image_size: Optional[tuple[int, int]] = None,
+                   device: Optional[str] = None, tasks: Optional[list[str]] = None):
+    """Load ``config`` with command-line overrides; returns (Config, runs directory)."""
+    from branchnet.config import load_config
+
+    overrides = {"model.backbone": backbone, "train.epochs": epochs, "train.batch_size": batch_size,
+                 "data.image_size": list(image_size) if image_size else None, "train.device": device}
+    loaded = load_config(config, overrides=overrides, sets=sets)
+    return loaded, (runs if runs is not None else loaded.default_runs_dir())

@@ -1,0 +1,262 @@
+"""timm ResNet and HRNet encoders split into D = 4 stages, a branch point after each.
+
+The split (DESIGN.md, "Stages"):
+
+* ResNet: stem + layer1 | layer2 | layer3 | layer4 (one tensor between stages);
+* HRNet: stem + layer1 | transition1 + stage2 | transition2 + stage3 |
+  transition3 + stage4 (a list of multi-resolution tensors after stage 1).
+
+Running the stages in sequence computes exactly what timm's own forward computes
+(``forward_features`` for ResNet, the stem followed by ``stages`` for HRNet); the
+classifier and HRNet's classification neck (incre/downsample/final layers) are not part
+of the encoder. Models are built with random initialisation; ``pretrained`` may name a
+local checkpoint (never downloaded). Costs come from :func:`count_params` and
+:func:`count_flops` (``torch.utils.flop_counter``), per image at a given input size.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from branchnet.config import ModelConfig
+from branchnet.errors import BadInput, unknown_choice
+
+#: Every supported encoder is split into this many stages (D).
+NUM_STAGES = 4
+RESNET_LOCATIONS = ("layer1", "layer2", "layer3", "layer4")
+HRNET_LOCATIONS = ("stage1", "stage2", "stage3", "stage4")
+
+Features = "torch.Tensor | list[torch.Tensor]"
+
+
+@lru_cache(maxsize=1)
+def supported_backbones() -> dict[str, str]:
+    """Every timm model name branchnet can split, mapped to its family (resnet/hrnet)."""
+    import timm
+
+    names = {name: "resnet" for name in timm.list_models(module="resnet")}
+    names.update({name: "hrnet" for name in timm.list_models(module="hrnet")})
+    return names
+
+
+def backbone_family(name: str) -> str:
+    """``"resnet"`` or ``"hrnet"``; :class:`BadInput` listing the valid names otherwise."""
+    family = supported_backbones().get(name)
+    if family is None:
+        raise unknown_choice("backbone", name, supported_backbones())
+    return family
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """What the branch points look like: names, channels and strides of their outputs.
+
+    ``channels[d]`` and ``reductions[d]`` list one entry per resolution at branch point
+    d (one for ResNet; 1 to 4 for HRNet). Stored in checkpoints as a plain dict.
+    """
+
+    backbone: str
+    family: str
+    locations: tuple[str, ...]
+    channels: tuple[tuple[int, ...], ...]
+    reductions: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.locations)
+
+    def to_dict(self) -> dict:
+        return {"backbone": self.backbone, "family": self.family, "locations": list(self.locations),
+                "channels": [list(c) for c in self.channels], "reductions": [list(r) for r in self.reductions]}
+
+
+class HRNetStage(nn.Module):
+    """One HRNet stage after the first: its transition (new branches) and its modules.
+
+    Mirrors ``timm.models.hrnet.HighResolutionNet.stages``: the first transition maps
+    the single stem tensor to the branches; later ones keep existing branches
+    (``nn.Identity``) and derive the new lowest resolution from the last one.
+    """
+
+    def __init__(self, transition: nn.ModuleList, stage: nn.Module, first: bool) -> None:
+        super().__init__()
+        self.transition = transition
+        self.stage = stage
+        self.first = first
+
+    def forward(self, x):
+        if self.first:
+            branches = [t(x) for t in self.transition]
+        else:
+            branches = [x[i] if isinstance(t, nn.Identity) else t(x[-1]) for i, t in enumerate(self.transition)]
+        return self.stage(branches)
+
+
+class HRNetStem(nn.Module):
+    """HRNet's two stride-2 convolutions followed by layer1 (the first stage)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = model.conv1, model.bn1, model.act1
+        self.conv2, self.bn2, self.act2 = model.conv2, model.bn2, model.act2
+        self.layer1 = model.layer1
+
+    def forward(self, x):
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        return self.layer1(x)
+
+
+def create_timm_model(config: ModelConfig) -> nn.Module:
+    """The timm model of ``config`` (random init, or weights from a local checkpoint)."""
+    import timm
+
+    family = backbone_family(config.backbone)
+    kwargs: dict = {}
+    if family == "resnet":
+        if config.width != 1.0:
+            template = timm.create_model(config.backbone, pretrained=False, device="meta")
+            deep_stem = isinstance(template.conv1, nn.Sequential)
+            stem = template.layer1[0].conv1.in_channels // (2 if deep_stem else 1)
+            # timm's ResNet planes are (64, 128, 256, 512) for every variant; blocks expand them
+            kwargs["channels"] = tuple(max(4, round(c * config.width)) for c in (64, 128, 256, 512))
+            kwargs["stem_width"] = max(4, round(stem * config.width))
+        if config.output_stride != 32:
+            kwargs["output_stride"] = config.output_stride
+    else:
+        if config.width != 1.0:
+            raise BadInput(f"model.width applies to ResNet backbones only; for HRNet pick a narrower "
+                           f"variant (hrnet_w18_small ... hrnet_w64) instead of width {config.width}")
+        if config.output_stride != 32:
+            raise BadInput("model.output_stride applies to ResNet backbones only (HRNet keeps a "
+                           "high-resolution branch); remove it or set it to 32")
+    model = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+    if config.pretrained:
+        load_local_weights(model, config.pretrained)
+    return model
+
+
+def load_local_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load timm weights from a local ``.pth``/``.pt``/``.bin`` or ``.safetensors`` file.
+
+    Classifier and HRNet-neck keys may be absent or extra; any missing encoder key is a
+    :class:`BadInput`.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInput(f"pretrained weights {path} do not exist (model.pretrained must be a local file; "
+                       "branchnet never downloads)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files raise many types
+        raise BadInput(f"pretrained weights {path} cannot be read ({type(exc).__name__}); "
+                       "give a timm state_dict saved with torch.save or safetensors") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise BadInput(f"pretrained weights {path} do not hold a state_dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing, _unexpected = model.load_state_dict(state, strict=False)
+    neck = ("fc.", "classifier.", "incre_modules.", "downsamp_modules.", "final_layer.", "head.")
+    missing = [k for k in missing if not k.startswith(neck)]
+    if missing:
+        raise BadInput(f"pretrained weights {path} do not fit {type(model).__name__}: "
+                       f"{len(missing)} encoder weights missing, e.g. '{missing[0]}'")
+
+
+def split_stages(model: nn.Module, backbone: str) -> nn.ModuleList:
+    """The D = 4 stages of a timm ResNet or HRNet (modules shared with ``model``)."""
+    family = backbone_family(backbone)
+    if family == "resnet":
+        stem = nn.Sequential()
+        for name in ("conv1", "bn1", "act1", "maxpool", "layer1"):
+            stem.add_module(name, getattr(model, name))
+        return nn.ModuleList([stem, model.layer2, model.layer3, model.layer4])
+    return nn.ModuleList([
+        HRNetStem(model),
+        HRNetStage(model.transition1, model.stage2, first=True),
+        HRNetStage(model.transition2, model.stage3, first=False),
+        HRNetStage(model.transition3, model.stage4, first=False),
+    ])
+
+
+def build_stages(config: ModelConfig, image_size: tuple[int, int] = (64, 64)) -> tuple[nn.ModuleList, StageLayout]:
+    """A fresh encoder of ``config`` split into stages, and its :class:`StageLayout`."""
+    model = create_timm_model(config)
+    stages = split_stages(model, config.backbone)
+    layout = _layout(stages, config.backbone, image_size)
+    return stages, layout
+
+
+def _layout(stages: nn.ModuleList, backbone: str, image_size: tuple[int, int]) -> StageLayout:
+    family = backbone_family(backbone)
+    locations = RESNET_LOCATIONS if family == "resnet" else HRNET_LOCATIONS
+    channels, reductions = [], []
+    was_training = stages.training
+    stages.eval()
+    with torch.no_grad():
+        x = torch.zeros(1, 3, *image_size)
+        for stage in stages:
+            x = stage(x)
+            outs = x if isinstance(x, (list, tuple)) else [x]
+            channels.append(tuple(int(o.shape[1]) for o in outs))
+            reductions.append(tuple(max(1, round(image_size[0] / o.shape[2])) for o in outs))
+    stages.train(was_training)
+    return StageLayout(backbone, family, tuple(locations), tuple(channels), tuple(reductions))
+
+
+def clone_stage(stage: nn.Module) -> nn.Module:
+    """An independent copy of a stage (its own parameters)."""
+    return copy.deepcopy(stage)
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (trainable or not; BN running statistics are buffers, not counted)."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def count_flops(module: nn.Module, *inputs) -> int:
+    """FLOPs of one forward pass of ``module`` on ``inputs`` (``torch.utils.flop_counter``).
+
+    Counts multiply-adds as 2 FLOPs (convolutions and matrix products); pass a batch of
+    one for per-image FLOPs. Runs in eval mode without gradients.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(*inputs)
+    finally:
+        module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def stage_costs(stages: nn.ModuleList, image_size: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """Parameters and per-image FLOPs of each stage at input size (H, W)."""
+    params, flops = [], []
+    x = torch.zeros(1, 3, *image_size, device=next(stages.parameters()).device)
+    was_training = stages.training
+    stages.eval()
+    with torch.no_grad():
+        for stage in stages:
+            params.append(count_params(stage))
+            flops.append(count_flops(stage, x))
+            x = stage(x)
+    stages.train(was_training)
+    return params, flops

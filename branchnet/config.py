@@ -1,0 +1,339 @@
+"""Experiment configuration: a YAML file read with ``yaml.safe_load`` into typed sections.
+
+Every key is checked: an unknown or mistyped key is a :class:`BadInput` that names it
+and suggests the closest valid one. Common values can be overridden from the command
+line (``--backbone``, ``--epochs`` ...) or generically with ``--set section.key=value``.
+
+A config looks like ``configs/scenes.yaml``::
+
+    name: scenes
+    seed: 0
+    data:   {dataset: scenes, image_size: [64, 64], splits: {train: 3000, ...}}
+    tasks:  [segmentation, depth, normals, edges, keypoints, count]
+    model:  {backbone: resnet18, width: 0.25, output_stride: 8}
+    train:  {epochs: 4, batch_size: 32, lr: 0.002}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from branchnet.errors import BadInput, did_you_mean
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where, and at what size."""
+
+    #: Registered dataset name (``scenes``, ``cityscapes``, ``nyud``, ``celeba``, ...).
+    dataset: str = "scenes"
+    #: Dataset root on disk; for ``scenes`` the cache directory (default
+    #: ``$BRANCHNET_CACHE`` or ``~/.cache/branchnet``).
+    root: Optional[str] = None
+    #: Network input size (H, W) in pixels; labels are brought to the same size.
+    image_size: list[int] = field(default_factory=lambda: [64, 64])
+    #: Images per split. ``scenes`` generates this many; real datasets use at most this
+    #: many (``null`` = all). Splits: train, val, test, affinity.
+    splits: dict[str, Optional[int]] = field(default_factory=dict)
+    #: Dataset-specific options (see each dataset's docstring).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: DataLoader worker processes (0 = load in the main process).
+    workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The encoder (a timm ResNet or HRNet split into stages) and the task heads."""
+
+    #: timm model name: resnet10t ... resnet152, hrnet_w18_small ... hrnet_w64.
+    backbone: str = "resnet18"
+    #: ResNet channel multiplier (1.0 = timm's widths; 0.5 = a thinner encoder).
+    width: float = 1.0
+    #: ResNet output stride (32 = timm default; 8 or 16 use dilated convolutions).
+    output_stride: int = 32
+    #: Local checkpoint with timm weights for the backbone (never downloaded).
+    pretrained: Optional[str] = None
+    #: Hidden channels of the dense heads.
+    head_channels: int = 64
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by single-task, branched and candidate training."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    #: ``adam``, ``adamw`` or ``sgd``.
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    #: Learning-rate schedule over all steps: ``poly`` (power 0.9), ``cosine`` or ``constant``.
+    schedule: str = "poly"
+    #: ``auto`` (cuda when present), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "auto"
+    #: Mixed precision on cuda (ignored on the CPU).
+    amp: bool = True
+    #: Evaluate on the validation split every this many epochs (and always at the end).
+    eval_every: int = 1
+    #: Multi-task loss weighting: ``uniform``, ``uncertainty``, ``dwa`` or ``gradnorm``.
+    weighting: str = "uniform"
+    #: Fixed per-task loss weights (``uniform`` weighting); missing tasks weigh 1.
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    #: Gradient-norm clipping (0 = off).
+    clip_grad: float = 0.0
+
+
+@dataclass
+class AffinityConfig:
+    """RSA settings (``branchnet affinity``)."""
+
+    images: int = 500
+    #: ``images`` (the paper: Pearson between images' vectors) or ``features``.
+    center: str = "images"
+    #: ``none`` or ``avg:S`` (average-pool feature maps to SxS first).
+    pool: str = "none"
+    bootstrap: int = 0
+
+
+@dataclass
+class BranchedConfig:
+    """How a branched network is built and what budget ``branchnet run`` uses."""
+
+    #: Initialise nodes from single-task weights: ``first`` task of the group,
+    #: ``average`` over the group, or ``random``.
+    init: str = "first"
+    #: Parameter budget for ``branchnet run`` (e.g. ``1.5M``); null = halfway between
+    #: the all-shared and all-separate networks.
+    params: Optional[str] = None
+    #: Optional FLOPs budget for ``branchnet run``.
+    flops: Optional[str] = None
+
+
+@dataclass
+class TaskEntry:
+    """One task of the experiment: a dataset task name, its type and options."""
+
+    name: str
+    #: Task type (``segmentation``, ``depth``, ...); default: what the dataset says.
+    type: Optional[str] = None
+    #: Type-specific options (e.g. ``pos_weight`` for edges).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: list[TaskEntry] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
+    branched: BranchedConfig = field(default_factory=BranchedConfig)
+    #: Where the config came from (not a YAML key).
+    source: Optional[str] = field(default=None, metadata={"internal": True})
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.data.image_size[0]), int(self.data.image_size[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (for checkpoints, which hold no pickled objects, and JSON)."""
+        out = dataclasses.asdict(self)
+        out.pop("source", None)
+        return out
+
+    def default_runs_dir(self) -> Path:
+        return Path("runs") / self.name
+
+
+# ---------------------------------------------------------------------------------
+# Reading and validating
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                sets: list[str] | None = None) -> Config:
+    """Read ``path`` (YAML), apply ``--set key=value`` strings and then ``overrides``.
+
+    ``overrides`` maps dotted keys to values (``{"model.backbone": "resnet50"}``); None
+    values are ignored, so CLI options that were not given change nothing.
+    Raises :class:`BadInput` for a missing file, invalid YAML, unknown keys or values of
+    the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        candidates = sorted(p.name for p in Path("configs").glob("*.yaml")) if Path("configs").is_dir() else []
+        if candidates:
+            hint = f"; available in configs/: {', '.join(candidates)}"
+        raise BadInput(f"config file {path} does not exist{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"config file {path} must hold a mapping of sections (name, data, tasks, model, train, ...)")
+    raw.setdefault("name", path.stem)
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set '{item}' must look like section.key=value (e.g. train.lr=0.01)")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None, str(path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value, str(path))
+    config = config_from_dict(raw, source=str(path))
+    return config
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a :class:`Config` from a plain mapping (validates every key and type)."""
+    raw = copy.deepcopy(raw)
+    raw["tasks"] = [_task_entry(t, source) for t in (raw.get("tasks") or [])]
+    config = _build(Config, raw, source, "")
+    config.source = source
+    _check(config, source)
+    return config
+
+
+def _task_entry(item: Any, source: str) -> dict[str, Any]:
+    if isinstance(item, str):
+        return {"name": item}
+    if isinstance(item, dict) and "name" in item:
+        return item
+    raise BadInput(f"{source}: each entry of 'tasks' must be a task name or a mapping with 'name' "
+                   f"(and optional 'type', 'options'), got {item!r}")
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise BadInput(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise BadInput(f"{source}: section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise BadInput(f"{source}: unknown key '{prefix}{key}'{did_you_mean(str(key), fields)}; "
+                           f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(fields)}")
+        kwargs[key] = _coerce_to(hints[key], value, source, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce_to(non_none[0], value, source, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, source, key + ".")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"{source}: '{key}' must be a list, got {value!r}")
+        return [_coerce_to(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BadInput(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return {str(k): _coerce_to(args[1], v, source, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise BadInput(f"{source}: '{key}' must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise BadInput(f"{source}: '{key}' must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise BadInput(f"{source}: '{key}' must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise BadInput(f"{source}: '{key}' must be a string, got {value!r}")
+    return value
+
+
+_CHOICES = {
+    ("train", "optimizer"): ("adam", "adamw", "sgd"),
+    ("train", "schedule"): ("poly", "cosine", "constant"),
+    ("train", "weighting"): ("uniform", "uncertainty", "dwa", "gradnorm"),
+    ("affinity", "center"): ("images", "features"),
+    ("branched", "init"): ("first", "average", "random"),
+}
+
+
+def _check(config: Config, source: str) -> None:
+    """Value checks that need no other module (registries check names later)."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise BadInput(f"{source}: '{section}.{key}' is '{value}'{did_you_mean(value, choices)}; "
+                           f"valid: {', '.join(choices)}")
+    if len(config.data.image_size) != 2 or min(config.data.image_size) < 16:
+        raise BadInput(f"{source}: 'data.image_size' must be [H, W] with both at least 16, "
+                       f"got {config.data.image_size}")
+    positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
+                "train.lr": config.train.lr, "model.width": config.model.width,
+                "model.head_channels": config.model.head_channels, "train.eval_every": config.train.eval_every}
+    for key, value in positive.items():
+        if not value > 0:
+            raise BadInput(f"{source}: '{key}' must be positive, got {value}")
+    if config.model.output_stride not in (8, 16, 32):
+        raise BadInput(f"{source}: 'model.output_stride' must be 8, 16 or 32, got {config.model.output_stride}")
+    names = config.task_names
+    if not names:
+        raise BadInput(f"{source}: 'tasks' is empty; list the dataset's tasks to learn (e.g. [segmentation, depth])")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadInput(f"{source}: task '{duplicates[0]}' is listed twice in 'tasks'")
+    for split, size in config.data.splits.items():
+        if split not in ("train", "val", "test", "affinity"):
+            raise BadInput(f"{source}: unknown split 'data.splits.{split}'{did_you_mean(split, ['train', 'val', 'test', 'affinity'])}; "
+                           "valid: train, val, test, affinity")
+        if size is not None and size < 1:
+            raise BadInput(f"{source}: 'data.splits.{split}' must be a positive number of images or null")

@@ -1,0 +1,107 @@
+"""Datasets: each maps an image to ``{task: target}`` for the tasks a config picks.
+
+A dataset is a :class:`MultiTaskDataset` subclass registered with
+:func:`register_dataset`. It declares the tasks it can provide
+(:meth:`MultiTaskDataset.available_tasks`, a :class:`~branchnet.tasks.TaskSpec` each)
+and returns, per item, a normalised float image (3, H, W) and a dict of targets in the
+conventions of :mod:`branchnet.tasks`. Splits are ``train``, ``val``, ``test`` and a
+held-out ``affinity`` split used only to measure task affinity.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from branchnet.config import Config, DataConfig
+from branchnet.errors import BadInput, unknown_choice
+from branchnet.tasks import Task, TaskSpec, make_task
+
+SPLITS = ("train", "val", "test", "affinity")
+
+#: ImageNet statistics: timm backbones (and local pretrained weights) expect them.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+class MultiTaskDataset(Dataset):
+    """Base class of branchnet datasets.
+
+    Subclasses set ``name``, implement :meth:`available_tasks`, ``__len__`` and
+    :meth:`load` (raw uint8 image and targets of one item); normalisation happens here.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, data: DataConfig, split: str, tasks: list[str]) -> None:
+        if split not in SPLITS:
+            raise unknown_choice("split", split, SPLITS)
+        offered = self.available_tasks(data.options)
+        for task in tasks:
+            if task not in offered:
+                raise unknown_choice(f"task for dataset {self.name}", task, offered)
+        self.data = data
+        self.split = split
+        self.tasks = list(tasks)
+        self.image_size = (int(data.image_size[0]), int(data.image_size[1]))
+        self._mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
+        self._std = torch.tensor(IMAGE_STD).view(3, 1, 1)
+
+    @classmethod
+    def available_tasks(cls, options: dict[str, Any]) -> dict[str, TaskSpec]:  # pragma: no cover - abstract
+        """Every task this dataset can provide, by name."""
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover - abstract
+        """Item ``index``: uint8 image (3, H, W) and {task: target} for ``self.tasks``."""
+        raise NotImplementedError
+
+    def normalize(self, image_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 (3, H, W) -> float32 (3, H, W) normalised with ImageNet statistics."""
+        return (image_uint8.float() / 255.0 - self._mean) / self._std
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, targets = self.load(index)
+        return self.normalize(image), targets
+
+
+DATASETS: dict[str, str] = {
+    # name -> "module:Class"; imported on first use so that optional readers cost nothing
+    "scenes": "branchnet.data.scenes:ScenesDataset",
+}
+_LOADED: dict[str, type[MultiTaskDataset]] = {}
+
+
+def register_dataset(name: str, target: str) -> None:
+    """Make a dataset class available as ``name`` (``target`` is ``"module:Class"``)."""
+    DATASETS[name] = target
+
+
+def dataset_class(name: str) -> type[MultiTaskDataset]:
+    """The dataset class registered as ``name``; :class:`BadInput` listing valid names."""
+    if name not in DATASETS:
+        raise unknown_choice("dataset", name, DATASETS)
+    if name not in _LOADED:
+        module, _, cls = DATASETS[name].partition(":")
+        _LOADED[name] = getattr(importlib.import_module(module), cls)
+    return _LOADED[name]
+
+
+def build_tasks(config: Config) -> list[Task]:
+    """The config's tasks bound to their types (dataset defaults, config overrides)."""
+    offered = dataset_class(config.data.dataset).available_tasks(config.data.options)
+    tasks = []
+    for entry in config.tasks:
+        if entry.name not in offered:
+            raise unknown_choice(f"task for dataset {config.data.dataset}", entry.name, offered)
+        tasks.append(make_task(entry.name, offered[entry.name], entry.type, entry.options))
+    return tasks
+
+
+def build_dataset(config: Config, split: str, tasks: list[str] | None = None) -> MultiTaskDataset:
+    """The ``split`` of the config's dataset, returning targets for ``tasks`` (default: all)."""
+    cls = dataset_class(config.data.dataset)
+    return cls(config.data, split, tasks if tasks is not None else config.task_names)

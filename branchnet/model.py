@@ -1,0 +1,238 @@
+"""Branched multi-task networks built from a tree of task groups.
+
+A tree is a list of partitions ``P_0 .. P_{D-1}`` of the tasks (DESIGN.md, "Tree"):
+``P_d`` says which tasks share stage d, and every ``P_d`` refines ``P_{d-1}``. The
+:class:`BranchedNet` holds one copy of stage d per group of ``P_d`` and one head per
+task at the leaves; a forward pass runs every node once per batch and feeds its output
+to all its children, so shared stages are computed once.
+
+A single-task model is the one-task tree; the usual multi-task baseline is the
+all-shared tree and independent single-task networks are the all-separate tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from branchnet.backbones import StageLayout, build_stages, clone_stage, count_flops, count_params
+from branchnet.config import ModelConfig
+from branchnet.errors import BadInput
+from branchnet.heads import build_head
+from branchnet.tasks import Task
+
+Partitions = list[list[list[str]]]
+
+
+def shared_partitions(tasks: Sequence[str], depth: int) -> Partitions:
+    """All tasks share every stage (the usual multi-task baseline)."""
+    return [[list(tasks)] for _ in range(depth)]
+
+
+def separate_partitions(tasks: Sequence[str], depth: int) -> Partitions:
+    """One branch per task from the root (independent single-task networks)."""
+    return [[[t] for t in tasks] for _ in range(depth)]
+
+
+def canonical_partitions(partitions: Iterable[Iterable[Iterable[str]]], tasks: Sequence[str]) -> Partitions:
+    """Groups with tasks in ``tasks`` order, groups ordered by their first task."""
+    order = {t: i for i, t in enumerate(tasks)}
+    out = []
+    for partition in partitions:
+        groups = [sorted(group, key=order.__getitem__) for group in partition]
+        out.append(sorted(groups, key=lambda g: order[g[0]]))
+    return out
+
+
+def parent_indices(partitions: Partitions, tasks: Sequence[str]) -> list[list[int]]:
+    """``parents[d][j]``: index of the group of ``P_{d-1}`` that contains group j of ``P_d``.
+
+    Level 0 groups have parent -1 (the input). Raises :class:`BadInput` when a
+    partition does not cover every task exactly once or does not refine its parent.
+    """
+    task_set = set(tasks)
+    parents: list[list[int]] = []
+    previous: dict[str, int] | None = None
+    for d, partition in enumerate(partitions):
+        seen = [t for group in partition for t in group]
+        if sorted(seen) != sorted(task_set) or len(seen) != len(set(seen)):
+            raise BadInput(f"tree level {d} must cover every task exactly once ({', '.join(tasks)}), "
+                           f"got {partition}")
+        if any(len(group) == 0 for group in partition):
+            raise BadInput(f"tree level {d} has an empty group")
+        level = []
+        for group in partition:
+            if previous is None:
+                level.append(-1)
+                continue
+            owners = {previous[t] for t in group}
+            if len(owners) != 1:
+                raise BadInput(f"tree level {d}: group {group} spans several groups of level {d - 1}; "
+                               "groups may only split going deeper")
+            level.append(owners.pop())
+        parents.append(level)
+        previous = {t: j for j, group in enumerate(partition) for t in group}
+    return parents
+
+
+class BranchedNet(nn.Module):
+    """A tree of encoder stages with task heads at its leaves.
+
+    Args:
+        tasks: the tasks (their order fixes the output order and canonical partitions).
+        partitions: D partitions of the task names, each refining the previous one.
+        model: encoder and head settings.
+        image_size: input (H, W), used to describe branch points and count FLOPs.
+
+    ``forward(x)`` takes images (B, 3, H, W) and returns ``{task: prediction}``.
+    """
+
+    def __init__(self, tasks: Sequence[Task], partitions: Partitions, model: ModelConfig,
+                 image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in tasks]
+        for name in self.task_names:
+            if "." in name or not name:
+                raise BadInput(f"task name '{name}' must be non-empty and contain no '.'")
+        template, layout = build_stages(model, image_size)
+        if len(partitions) != layout.num_stages:
+            raise BadInput(f"the tree has {len(partitions)} levels but {model.backbone} has "
+                           f"{layout.num_stages} stages ({', '.join(layout.locations)})")
+        self.partitions = canonical_partitions(partitions, self.task_names)
+        self.parents = parent_indices(self.partitions, self.task_names)
+        self.layout: StageLayout = layout
+        self.model_config = model
+        self.image_size = tuple(image_size)
+        nodes = {}
+        for d, partition in enumerate(self.partitions):
+            for j in range(len(partition)):
+                # the first group reuses the template stage; the others get their own copy
+                nodes[self.node_key(d, j)] = template[d] if j == 0 else clone_stage(template[d])
+        self.nodes = nn.ModuleDict(nodes)
+        last = layout.num_stages - 1
+        self.leaf = {t: j for j, group in enumerate(self.partitions[last]) for t in group}
+        self.heads = nn.ModuleDict({t.name: build_head(t, list(layout.channels[last]), model.head_channels)
+                                    for t in self.tasks})
+
+    @staticmethod
+    def node_key(depth: int, group: int) -> str:
+        return f"s{depth}_g{group}"
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.partitions)
+
+    def forward_levels(self, x: torch.Tensor, depth: int | None = None) -> list[list[Any]]:
+        """Outputs of every node: ``levels[d][j]`` for group j of ``P_d`` (up to ``depth``)."""
+        levels: list[list[Any]] = []
+        last = self.num_stages if depth is None else depth + 1
+        for d in range(last):
+            outputs = []
+            for j, parent in enumerate(self.parents[d]):
+                inputs = x if parent < 0 else levels[d - 1][parent]
+                outputs.append(self.nodes[self.node_key(d, j)](inputs))
+            levels.append(outputs)
+        return levels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        levels = self.forward_levels(x)
+        size = tuple(x.shape[-2:])
+        return {t: self.heads[t](levels[-1][self.leaf[t]], size) for t in self.task_names}
+
+    def task_features(self, x: torch.Tensor, task: str) -> list[Any]:
+        """The features task ``task`` sees at each branch point (D entries, shallow to deep)."""
+        levels = self.forward_levels(x)
+        out = []
+        for d, partition in enumerate(self.partitions):
+            j = next(k for k, group in enumerate(partition) if task in group)
+            out.append(levels[d][j])
+        return out
+
+    # ------------------------------------------------------------------ costs
+
+    def stage_params(self) -> list[int]:
+        """Parameters of one copy of each stage."""
+        return [count_params(self.nodes[self.node_key(d, 0)]) for d in range(self.num_stages)]
+
+    def head_params(self) -> dict[str, int]:
+        return {t: count_params(self.heads[t]) for t in self.task_names}
+
+    @torch.no_grad()
+    def costs(self) -> dict[str, Any]:
+        """Parameters and per-image FLOPs: per stage copy, per head, and in total."""
+        device = next(self.parameters()).device
+        x = torch.zeros(1, 3, *self.image_size, device=device)
+        stage_flops, stage_params = [], []
+        was_training = self.training
+        self.eval()
+        for d in range(self.num_stages):
+            stage = self.nodes[self.node_key(d, 0)]
+            stage_params.append(count_params(stage))
+            stage_flops.append(count_flops(stage, x))
+            x = stage(x)
+        head_params = {t: count_params(self.heads[t]) for t in self.task_names}
+        head_flops = {t: count_flops(self.heads[t], x, self.image_size) for t in self.task_names}
+        self.train(was_training)
+        groups = [len(p) for p in self.partitions]
+        return {
+            "params": count_params(self),
+            "flops": int(sum(g * f for g, f in zip(groups, stage_flops)) + sum(head_flops.values())),
+            "stage_params": stage_params, "stage_flops": stage_flops,
+            "head_params": head_params, "head_flops": head_flops,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Plain description stored in checkpoints (no pickled objects)."""
+        return {"tasks": [t.describe() for t in self.tasks], "partitions": self.partitions,
+                "layout": self.layout.to_dict(), "image_size": list(self.image_size)}
+
+    # ------------------------------------------------------------------ initialisation
+
+    def init_from_single(self, single_states: dict[str, dict[str, torch.Tensor]], mode: str = "first") -> None:
+        """Copy weights of trained single-task models into the nodes and heads.
+
+        ``single_states[t]`` is the state dict of task t's single-task model (itself a
+        one-task :class:`BranchedNet`). Each node takes stage d from the group's first
+        task (``mode="first"``) or the element-wise mean over the group (``"average"``;
+        BN running statistics averaged too, the batch counter from the first task);
+        heads come from their own task's model.
+        """
+        missing = [t for t in self.task_names if t not in single_states]
+        if missing:
+            raise BadInput(f"no single-task weights for {', '.join(missing)}; run `branchnet train-single`")
+        state = {}
+        for d, partition in enumerate(self.partitions):
+            for j, group in enumerate(partition):
+                prefix = f"{self.node_key(d, 0)}."
+                sources = group if mode == "average" else group[:1]
+                own = self.nodes[self.node_key(d, j)].state_dict()
+                for key in own:
+                    try:
+                        values = [single_states[t][prefix + key] for t in sources]
+                    except KeyError:
+                        raise BadInput(f"single-task weights of {', '.join(sources)} do not fit this "
+                                       f"{self.layout.backbone} encoder (no '{prefix + key}'); retrain them "
+                                       "with `branchnet train-single --force`") from None
+                    if values[0].is_floating_point() and len(values) > 1:
+                        value = torch.stack([v.float() for v in values]).mean(0).to(values[0].dtype)
+                    else:
+                        value = values[0]
+                    state[f"nodes.{self.node_key(d, j)}.{key}"] = value
+        for t in self.task_names:
+            for key, value in single_states[t].items():
+                if key.startswith(f"heads.{t}."):
+                    state[key] = value
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise BadInput(f"single-task weights do not fit this network ({first[:160]}); retrain them "
+                           "with `branchnet train-single --force`") from None
+
+
+def single_task_partitions(task: str, depth: int) -> Partitions:
+    """The one-task tree of a single-task model."""
+    return [[[task]] for _ in range(depth)]

@@ -1,0 +1,341 @@
+"""Task types: each bundles its head shape, its loss, its metrics and its main metric.
+
+A dataset describes each task it offers with a :class:`TaskSpec` (type name, number of
+classes, ignore index). :func:`make_task` turns a spec into a :class:`Task` bound to a
+task name. The trainer only calls the :class:`Task` interface (``out_channels``,
+``loss_terms``, ``new_metrics``), so a new task type plugs in by subclassing
+:class:`Task` and decorating it with :func:`register_task_type`.
+
+Target conventions (what datasets return, per image; batched by the DataLoader):
+
+=================  ======================================  ================================
+type               target                                  prediction (network output)
+=================  ======================================  ================================
+segmentation       int64 (H, W) class ids, ignore_index    logits (C, H, W)
+depth              float32 (1, H, W), 0 = missing          depth (1, H, W)
+normals            float32 (3, H, W) unit, 0-vector = miss  (3, H, W), normalised in the loss
+edges              float32 (1, H, W) in {0, 1}, 255 = ign.  logit (1, H, W)
+keypoints          float32 (1, H, W) heatmap in [0, 1]      heatmap (1, H, W)
+classification     int64 () class id                        logits (C,)
+attribute          float32 () in {0, 1}                     logit (1,)
+=================  ======================================  ================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from branchnet.errors import BadInput, unknown_choice
+from branchnet.metrics import (Accumulator, AngularErrors, Accuracy, ConfusionMatrix, MeanAccumulator,
+                               RegressionErrors, ThresholdF)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a dataset says about one task it can provide."""
+
+    type: str
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    description: str = ""
+    #: Default type options (a config's ``options`` override them).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskMetrics:
+    """The split-level loss and metrics of one task; ``compute()`` -> {metric: value}."""
+
+    def __init__(self, task: "Task", accumulator: Accumulator) -> None:
+        self.task = task
+        self.loss = MeanAccumulator("loss")
+        self.accumulator = accumulator
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        total, count = self.task.loss_terms(pred.float(), target)
+        self.loss.update(total, count)
+        self.task.update_metrics(self.accumulator, pred.float(), target)
+
+    def all_reduce(self) -> None:
+        self.loss.all_reduce()
+        self.accumulator.all_reduce()
+
+    def compute(self) -> dict[str, float]:
+        return {**self.accumulator.compute(), **self.loss.compute()}
+
+
+class Task:
+    """A task of an experiment: a name bound to a task type and its options.
+
+    Class attributes a task type sets:
+        type_name: registry name.
+        dense: True for per-pixel outputs (dense head), False for image-level (pooled head).
+        main_metric: the metric the multi-task delta uses.
+        higher_is_better: direction of ``main_metric``.
+    """
+
+    type_name: ClassVar[str]
+    dense: ClassVar[bool]
+    main_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    #: Options a config may set, with defaults.
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, name: str, spec: TaskSpec, options: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        given = {**spec.options, **(options or {})}
+        unknown = sorted(set(given) - set(self.default_options))
+        if unknown:
+            valid = ", ".join(self.default_options) or "none"
+            raise BadInput(f"task '{name}': unknown option '{unknown[0]}' for type {self.type_name}; valid: {valid}")
+        self.options = {**self.default_options, **given}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    @property
+    def out_channels(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss_terms(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of per-element losses, number of elements): exact split means add up."""
+        raise NotImplementedError  # pragma: no cover
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the batch's valid elements (what training minimises)."""
+        total, count = self.loss_terms(pred.float(), target)
+        return total / count.clamp_min(1)
+
+    def new_metrics(self) -> TaskMetrics:
+        return TaskMetrics(self, self.make_accumulator())
+
+    def make_accumulator(self) -> Accumulator:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update_metrics(self, acc: Accumulator, pred: torch.Tensor, target: torch.Tensor) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def describe(self) -> dict[str, Any]:
+        """Plain description stored in checkpoints and metrics files."""
+        return {"name": self.name, "type": self.type_name, "num_classes": self.spec.num_classes,
+                "ignore_index": self.spec.ignore_index, "options": dict(self.options),
+                "main_metric": self.main_metric, "higher_is_better": self.higher_is_better}
+
+
+TASK_TYPES: dict[str, type[Task]] = {}
+
+
+def register_task_type(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a :class:`Task` subclass available under ``cls.type_name``."""
+    TASK_TYPES[cls.type_name] = cls
+    return cls
+
+
+def make_task(name: str, spec: TaskSpec, type_name: str | None = None,
+              options: dict[str, Any] | None = None) -> Task:
+    """Bind task ``name`` to its type (``type_name`` overrides the dataset's ``spec.type``)."""
+    type_name = type_name or spec.type
+    if type_name not in TASK_TYPES:
+        raise unknown_choice("task type", type_name, TASK_TYPES)
+    if type_name != spec.type:
+        spec = TaskSpec(type_name, spec.num_classes, spec.ignore_index, spec.description)
+    return TASK_TYPES[type_name](name, spec, options)
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    return mask.sum().to(torch.float32)
+
+
+@register_task_type
+class Segmentation(Task):
+    """Semantic segmentation: cross-entropy; mIoU (%), higher is better."""
+
+    type_name = "segmentation"
+    dense = True
+    main_metric = "mIoU"
+    higher_is_better = True
+
+    @property
+    def out_channels(self) -> int:
+        if not self.spec.num_classes:
+            raise BadInput(f"task '{self.name}': segmentation needs num_classes from the dataset")
+        return int(self.spec.num_classes)
+
+    def _ignore(self) -> int:
+        return -100 if self.spec.ignore_index is None else int(self.spec.ignore_index)
+
+    def loss_terms(self, pred, target):
+        target = target.long()
+        total = F.cross_entropy(pred, target, ignore_index=self._ignore(), reduction="sum")
+        valid = target != self._ignore()
+        return total, _count(valid)
+
+    def make_accumulator(self):
+        return ConfusionMatrix(self.out_channels, self.spec.ignore_index)
+
+    def update_metrics(self, acc, pred, target):
+        acc.update(pred, target)
+
+
+@register_task_type
+class Depth(Task):
+    """Depth: L1 loss on valid pixels (target > 0); RMSE, lower is better."""
+
+    type_name = "depth"
+    dense = True
+    main_metric = "rmse"
+    higher_is_better = False
+
+    out_channels = 1  # type: ignore[assignment]
+
+    @staticmethod
+    def _valid(target):
+        return (target > 0) & torch.isfinite(target)
+
+    def loss_terms(self, pred, target):
+        valid = self._valid(target)
+        return (pred - target).abs()[valid].sum(), _count(valid)
+
+    def make_accumulator(self):
+        return RegressionErrors()
+
+    def update_metrics(self, acc, pred, target):
+        acc.update(pred, target, self._valid(target))
+
+
+@register_task_type
+class Normals(Task):
+    """Surface normals: 1 - cosine similarity; mean angular error (degrees), lower is better."""
+
+    type_name = "normals"
+    dense = True
+    main_metric = "mean"
+    higher_is_better = False
+
+    out_channels = 3  # type: ignore[assignment]
+
+    @staticmethod
+    def _valid(target):
+        return target.norm(dim=1) > 0.5
+
+    def loss_terms(self, pred, target):
+        valid = self._valid(target)
+        cos = (F.normalize(pred, dim=1) * target).sum(1)
+        return (1.0 - cos)[valid].sum(), _count(valid)
+
+    def make_accumulator(self):
+        return AngularErrors()
+
+    def update_metrics(self, acc, pred, target):
+        acc.update(F.normalize(pred, dim=1), target, self._valid(target))
+
+
+@register_task_type
+class Edges(Task):
+    """Edge detection: class-balanced BCE (weight ``pos_weight`` on edges); odsF (%), higher."""
+
+    type_name = "edges"
+    dense = True
+    main_metric = "odsF"
+    higher_is_better = True
+    default_options = {"pos_weight": 0.95, "ignore_value": 255}
+
+    out_channels = 1  # type: ignore[assignment]
+
+    def _valid(self, target):
+        return target != self.options["ignore_value"]
+
+    def loss_terms(self, pred, target):
+        valid = self._valid(target)
+        y = torch.where(valid, target, torch.zeros_like(target))
+        w = self.options["pos_weight"]
+        weight = torch.where(y > 0.5, torch.full_like(y, w), torch.full_like(y, 1.0 - w))
+        loss = F.binary_cross_entropy_with_logits(pred, y, weight=weight, reduction="none")
+        return loss[valid].sum(), _count(valid)
+
+    def make_accumulator(self):
+        return ThresholdF()
+
+    def update_metrics(self, acc, pred, target):
+        acc.update(torch.sigmoid(pred), target, self._valid(target))
+
+
+@register_task_type
+class Keypoints(Task):
+    """Keypoint heatmaps: L1 loss; mean absolute error per pixel ("l1"), lower is better."""
+
+    type_name = "keypoints"
+    dense = True
+    main_metric = "l1"
+    higher_is_better = False
+
+    out_channels = 1  # type: ignore[assignment]
+
+    def loss_terms(self, pred, target):
+        return (pred - target).abs().sum(), torch.tensor(float(target.numel()))
+
+    def make_accumulator(self):
+        return MeanAccumulator("l1")
+
+    def update_metrics(self, acc, pred, target):
+        acc.update((pred - target).abs().sum(), target.numel())
+
+
+@register_task_type
+class Classification(Task):
+    """Image classification: cross-entropy; accuracy (%), higher is better."""
+
+    type_name = "classification"
+    dense = False
+    main_metric = "accuracy"
+    higher_is_better = True
+
+    @property
+    def out_channels(self) -> int:
+        if not self.spec.num_classes:
+            raise BadInput(f"task '{self.name}': classification needs num_classes from the dataset")
+        return int(self.spec.num_classes)
+
+    def loss_terms(self, pred, target):
+        target = target.long()
+        return F.cross_entropy(pred, target, reduction="sum"), torch.tensor(float(target.numel()))
+
+    def make_accumulator(self):
+        return Accuracy()
+
+    def update_metrics(self, acc, pred, target):
+        target = target.long()
+        top1 = pred.argmax(1) == target
+        top5 = None
+        if pred.shape[1] > 5:
+            top5 = (pred.topk(5, dim=1).indices == target[:, None]).any(1)
+        acc.update(top1, top5)
+
+
+@register_task_type
+class Attribute(Task):
+    """Binary attribute: binary cross-entropy; accuracy (%), higher is better."""
+
+    type_name = "attribute"
+    dense = False
+    main_metric = "accuracy"
+    higher_is_better = True
+
+    out_channels = 1  # type: ignore[assignment]
+
+    def loss_terms(self, pred, target):
+        pred = pred.reshape(-1)
+        target = target.reshape(-1).float()
+        return (F.binary_cross_entropy_with_logits(pred, target, reduction="sum"),
+                torch.tensor(float(target.numel())))
+
+    def make_accumulator(self):
+        return Accuracy()
+
+    def update_metrics(self, acc, pred, target):
+        acc.update((pred.reshape(-1) > 0) == (target.reshape(-1) > 0.5))
