@@ -176,6 +176,7 @@ class TrainResult:
     seconds: float = 0.0
     images_per_second: float = 0.0
     device: str = "cpu"
+    world_size: int = 1
 
 
 def _checkpoint_config(config: Config) -> dict[str, Any]:
@@ -306,4 +307,4 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
         test_metrics = evaluate(model, tasks, test_loader, device, precision)
     return TrainResult(val=val_metrics, test=test_metrics, history=history, seconds=seconds,
                        images_per_second=images_seen / seconds if seconds > 0 and images_seen else 0.0,
-                       device=str(device))
+                       device=str(device), world_size=dist_utils.world_size())

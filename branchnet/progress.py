@@ -20,13 +20,19 @@ def console() -> Console:
     return _console
 
 
+def _quiet_process() -> bool:
+    """Quiet when asked (``BRANCHNET_QUIET=1``) and on every torchrun rank but 0."""
+    return os.environ.get("BRANCHNET_QUIET") == "1" or os.environ.get("RANK", "0") != "0"
+
+
 def progress_bar(quiet: bool = False) -> Progress:
-    """A rich progress bar on stderr; disabled with ``quiet`` or ``BRANCHNET_QUIET=1``.
+    """A rich progress bar on stderr; disabled with ``quiet``, ``BRANCHNET_QUIET=1``, or on
+    torchrun ranks other than 0.
 
     Use as a context manager; ``add_task(description, total=n)`` per loop and put
     running figures (loss, metric) into the description with ``update``.
     """
-    disable = quiet or os.environ.get("BRANCHNET_QUIET") == "1"
+    disable = quiet or _quiet_process()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -40,6 +46,6 @@ def progress_bar(quiet: bool = False) -> Progress:
 
 
 def say(message: str) -> None:
-    """One status line on stderr (unless ``BRANCHNET_QUIET=1``)."""
-    if os.environ.get("BRANCHNET_QUIET") != "1":
+    """One status line on stderr (not with ``BRANCHNET_QUIET=1``, nor on ranks but 0)."""
+    if not _quiet_process():
         console().print(message, highlight=False)

@@ -60,7 +60,7 @@ def model_metrics(model: BranchedNet, task: Task | None, result, config: Config)
         "image_size": list(config.image_size), "partitions": model.partitions,
         "epochs": len(result.history), "history": result.history,
         "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1),
-        "device": result.device,
+        "device": result.device, "world_size": result.world_size,
     }
     if task is not None:
         out["task"] = task.name
@@ -81,6 +81,7 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
     runs = Path(runs)
     if dist_utils.is_main():
         ensure_writable_dir(runs / SINGLE_DIR)
+    prepare_data(config, ("train", "val", "test"))
     results: dict[str, dict[str, Any]] = {}
     for task in selected:
         out_dir = single_dir(runs, task.name)
@@ -108,6 +109,14 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
         say(f"single/{task.name}: test {main} = {metrics['test'][task.name][main]:.4g} "
             f"({metrics['params'] / 1e6:.2f}M params, {result.seconds:.0f}s)")
     return results
+
+
+def prepare_data(config: Config, splits: Sequence[str]) -> None:
+    """Make sure the splits exist (generated/cached) before every rank opens them."""
+    if dist_utils.is_main():
+        for split in splits:
+            build_dataset(config, split)
+    dist_utils.barrier()
 
 
 def read_single_metrics(runs: Path, task: str) -> dict[str, Any]:
