@@ -1,0 +1,118 @@
+"""Step 2 of the pipeline from trained models: features of the single-task models -> affinity.
+
+:class:`ModelFeatureSource` runs the K held-out images of the ``affinity`` split (never
+the test split) through each task's single-task model and yields its features at every
+branch point; :func:`affinity_from_runs` feeds it to the RSA engine
+(:func:`branchnet.rsa.compute_affinity`) and writes ``<runs>/affinity.npz`` with the
+stage and head costs of the models, ``affinity.json`` and the figures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from branchnet.checkpoints import load_model
+from branchnet.config import Config, load_config
+from branchnet.data import build_dataset
+from branchnet.engine import make_loader, resolve_device
+from branchnet.errors import BadInput
+from branchnet.single import single_dir
+
+
+class ModelFeatureSource:
+    """Branch-point features of branchnet's single-task models (a ``FeatureSource``).
+
+    Models are loaded one task at a time, so memory holds one model and the feature
+    blocks the RSA engine asks for. Images come in the affinity split's order, the same
+    for every task.
+    """
+
+    def __init__(self, config: Config, runs: Path, images: int | None = None, device: str = "cpu",
+                 batch_size: int | None = None) -> None:
+        self.config = config
+        self.runs = Path(runs)
+        self.tasks = config.task_names
+        missing = [t for t in self.tasks if not (single_dir(self.runs, t) / "model.pt").is_file()]
+        if missing:
+            raise BadInput(f"no single-task model for {', '.join(missing)} in {self.runs / 'single'}; "
+                           f"run `branchnet train-single --config {config.source}` first")
+        self.dataset = build_dataset(config, "affinity", tasks=[])
+        self.num_images = min(int(images or config.affinity.images), len(self.dataset))
+        self.device = resolve_device(device)
+        self.batch_size = batch_size or config.train.batch_size
+        first = self.load(self.tasks[0])
+        self.locations = list(first.model.layout.locations)
+        self.layout = first.model.layout
+
+    def load(self, task: str):
+        loaded = load_model(single_dir(self.runs, task) / "model.pt", device=self.device)
+        if loaded.model.task_names != [task]:
+            raise BadInput(f"{single_dir(self.runs, task) / 'model.pt'} is not the single-task model of '{task}'")
+        if tuple(loaded.model.image_size) != tuple(self.config.image_size):
+            raise BadInput(f"the single-task model of '{task}' was trained at {tuple(loaded.model.image_size)} but the "
+                           f"config says {tuple(self.config.image_size)}; retrain with `branchnet train-single --force`")
+        if hasattr(self, "layout") and loaded.model.layout != self.layout:
+            raise BadInput(f"the single-task model of '{task}' has another encoder ({loaded.model.layout.backbone}) "
+                           f"than '{self.tasks[0]}' ({self.layout.backbone}); retrain them with the same config")
+        return loaded
+
+    def batches(self, task: str, locations: Sequence[int]) -> Iterator[list[Any]]:
+        model = self.load(task).model.eval()
+        depth = max(locations)
+        loader = make_loader(torch.utils.data.Subset(self.dataset, range(self.num_images)), self.batch_size,
+                             self.config.data.workers, train=False, device=self.device)
+        with torch.no_grad():
+            for images, _ in loader:
+                levels = model.forward_levels(images.to(self.device), depth=depth)
+                yield [levels[d][0] for d in locations]
+
+    def costs(self) -> dict[str, Any]:
+        """Stage params/FLOPs (equal for every model) and each task's head params/FLOPs."""
+        head_params, head_flops = [], []
+        stage = None
+        for task in self.tasks:
+            costs = self.load(task).model.costs()
+            stage = stage or costs
+            head_params.append(costs["head_params"][task])
+            head_flops.append(costs["head_flops"][task])
+        return {"stage_params": stage["stage_params"], "stage_flops": stage["stage_flops"],
+                "head_params": head_params, "head_flops": head_flops}
+
+
+def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLike | None = None, *,
+                       out: str | os.PathLike | None = None, images: int | None = None,
+                       center: str | None = None, pool: int | None = None, bootstrap: int | None = None,
+                       seed: int = 0, save_rdms: bool = False, max_memory: int | None = None,
+                       device: str | None = None, progress: bool = True) -> dict[str, Path]:
+    """``branchnet affinity --config CFG``: affinity of the config's single-task models.
+
+    Settings left as None come from the config's ``affinity`` section (``center``,
+    ``pool``, ``bootstrap``, ``images``) and ``train.device``. Writes ``out`` (default
+    ``<runs>/affinity.npz``) with costs, plus ``affinity.json`` and the figures; returns
+    their paths.
+    """
+    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool, write_affinity_outputs
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    runs = Path(runs) if runs is not None else cfg.default_runs_dir()
+    out = Path(out) if out is not None else runs / "affinity.npz"
+    device = device or cfg.train.device
+    source = ModelFeatureSource(cfg, runs, images, device)
+    center = center or cfg.affinity.center
+    pool = pool if pool is not None else parse_pool(cfg.affinity.pool)
+    bootstrap = cfg.affinity.bootstrap if bootstrap is None else bootstrap
+    result = compute_affinity(source, images=source.num_images, center=center, pool=pool, bootstrap=bootstrap,
+                              seed=seed, max_memory=max_memory, spill_dir=runs, device=str(source.device),
+                              keep_rdms=save_rdms, progress=progress)
+    costs = source.costs()
+    data = affinity_to_data(result, stage_params=costs["stage_params"], head_params=costs["head_params"],
+                            stage_flops=costs["stage_flops"], head_flops=costs["head_flops"],
+                            backbone=cfg.model.backbone, input_size=cfg.image_size)
+    settings = dict(result.settings, source="single-task models", runs=str(runs), split="affinity",
+                    config=str(cfg.source))
+    return write_affinity_outputs(data, out, settings)
