@@ -339,3 +339,8 @@ class Attribute(Task):
 
     def update_metrics(self, acc, pred, target):
         acc.update((pred.reshape(-1) > 0) == (target.reshape(-1) > 0.5))
+
+
+# Task types that only some datasets use (instance offsets, attribute groups, edge maps) live
+# in their own module; importing it here registers them wherever a checkpoint names them.
+from branchnet import tasks_extra as _tasks_extra  # noqa: E402,F401

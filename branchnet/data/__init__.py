@@ -71,6 +71,11 @@ class MultiTaskDataset(Dataset):
 DATASETS: dict[str, str] = {
     # name -> "module:Class"; imported on first use so that optional readers cost nothing
     "scenes": "branchnet.data.scenes:ScenesDataset",
+    "cityscapes": "branchnet.data.cityscapes:CityscapesDataset",
+    "nyud": "branchnet.data.nyud:NYUDDataset",
+    "celeba": "branchnet.data.celeba:CelebADataset",
+    "taskonomy": "branchnet.data.taskonomy:TaskonomyDataset",
+    "multimnist": "branchnet.data.multimnist:MultiMNISTDataset",
 }
 _LOADED: dict[str, type[MultiTaskDataset]] = {}
 
