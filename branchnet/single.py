@@ -81,7 +81,7 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
     runs = Path(runs)
     if dist_utils.is_main():
         ensure_writable_dir(runs / SINGLE_DIR)
-    prepare_data(config, ("train", "val", "test"))
+    prepare_data(config, ("train", "val", "test"), [t.name for t in selected])
     results: dict[str, dict[str, Any]] = {}
     for task in selected:
         out_dir = single_dir(runs, task.name)
@@ -111,11 +111,11 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
     return results
 
 
-def prepare_data(config: Config, splits: Sequence[str]) -> None:
-    """Make sure the splits exist (generated/cached) before every rank opens them."""
+def prepare_data(config: Config, splits: Sequence[str], tasks: Sequence[str] | None = None) -> None:
+    """Make sure the splits exist (generated/cached, readable for ``tasks``) before every rank opens them."""
     if dist_utils.is_main():
         for split in splits:
-            build_dataset(config, split)
+            build_dataset(config, split, list(tasks) if tasks is not None else None)
     dist_utils.barrier()
 
 
