@@ -267,3 +267,39 @@ def test_npz_source_rejects_missing_and_corrupt_files(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(BadInput, match="not a readable .npz"):
         NpzFeatureSource(tmp_path / "bad.npz")
+
+
+def test_large_offsets_keep_precision_when_spilled(tmp_path):
+    rng = np.random.default_rng(4)
+    x = (1e3 + 1e-1 * rng.standard_normal((12, 400))).astype(np.float32)
+    x[[3, 7]] = (5e4 + 1e-2 * rng.standard_normal((2, 400))).astype(np.float32)
+    source = ArrayFeatureSource({"t": {"l": x}}, batch_size=5)
+    for center in ("images", "features"):
+        got = compute_rdms(source, "t", center=center, max_memory=4 * 400 * 5, spill_dir=tmp_path)
+        np.testing.assert_allclose(got[0], reference_rdm(x, center), atol=TOL)
+    x[9] = 5e4  # constant: found by the same check
+    with pytest.raises(BadInput, match="image 9"):
+        compute_rdms(source, "t", max_memory=4 * 400 * 5, spill_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_too_large_for_float32():
+    x = np.random.default_rng(5).standard_normal((6, 300)).astype(np.float32)
+    x[2] *= 3e37
+    with pytest.raises(BadInput, match="image 2.*too large"):
+        compute_rdms(ArrayFeatureSource({"t": {"l": x}}), "t")
+
+
+def test_workspace_reuses_memory_and_frees_idle_buffers():
+    from branchnet.rsa.rdm import Workspace
+
+    cpu = torch.device("cpu")
+    space = Workspace()
+    a = space.take((4, 5), cpu)
+    pointer = a.data_ptr()
+    space.give_back(a)
+    b = space.take((3, 5), cpu)  # a smaller block reuses the idle buffer
+    assert b.shape == (3, 5) and b.data_ptr() == pointer
+    space.give_back(b)
+    c = space.take((6, 5), cpu)  # nothing idle is large enough: idle buffers are dropped first
+    assert c.shape == (6, 5) and space._idle == []

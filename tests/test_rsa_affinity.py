@@ -145,3 +145,14 @@ def test_compute_affinity_with_bootstrap_and_affinity_data():
     assert set(data.extra) == {"affinity_low", "affinity_high"}
     assert data.rdms.dtype == np.float32 and data.rdms.shape == (2, 2, 16, 16)
     assert data.stage_params.dtype == np.int64
+
+
+def test_average_ranks_is_scipy_rankdata():
+    from scipy.stats import rankdata
+
+    from branchnet.rsa.affinity import average_ranks
+
+    rng = np.random.default_rng(11)
+    for values in (rng.random(1000), np.round(rng.random(1000), 2), np.zeros(5), np.array([3.0]),
+                   np.array([2.0, 1.0, 2.0, 1.0, 5.0])):
+        np.testing.assert_array_equal(average_ranks(values), rankdata(values, method="average"))

@@ -15,7 +15,7 @@ Modules, one job each:
 from branchnet.rsa.affinity import (AffinityResult, affinity_to_data, bootstrap_affinity, compute_affinity,
                                     rdm_affinity, resampled_affinity)
 from branchnet.rsa.outputs import affinity_from_features, output_paths, write_affinity_outputs
-from branchnet.rsa.rdm import compute_rdms, default_max_memory, flatten_entry, parse_pool, plan_passes
+from branchnet.rsa.rdm import Workspace, compute_rdms, default_max_memory, flatten_entry, parse_pool, plan_passes
 from branchnet.rsa.sources import ArrayFeatureSource, FeatureBatch, FeatureSource, NpzFeatureSource
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "affinity_from_features", "affinity_to_data", "bootstrap_affinity", "compute_affinity", "compute_rdms",
     "default_max_memory", "flatten_entry", "output_paths", "parse_pool", "plan_passes",
     "plot_affinity_by_depth", "plot_affinity_heatmaps", "rdm_affinity", "resampled_affinity",
-    "write_affinity_outputs",
+    "Workspace", "write_affinity_outputs",
 ]
 
 

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from branchnet.errors import BadInput
-from branchnet.rsa.rdm import (MIN_IMAGES, check_center, compute_rdms, default_max_memory, num_images,
-                               resolve_device)
+from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, compute_rdms, default_max_memory,
+                               num_images, parallel_rows, resolve_device)
 from branchnet.rsa.sources import FeatureSource
 
 #: Central interval reported with the bootstrap (percent).
@@ -69,9 +68,35 @@ def rdm_affinity(rdms: np.ndarray, tasks: Sequence[str] | None = None,
     tasks, locations = _names(tasks, n, "task"), _names(locations, d, "location")
     iu = np.triu_indices(k, 1)
     out = np.empty((d, n, n), dtype=np.float64)
+    ranks = np.empty((d, n, iu[0].size))
+
+    def rank(lo: int, hi: int) -> None:  # numpy sorts without the GIL: one RDM per thread
+        for index in range(lo, hi):
+            loc, t = divmod(index, n)
+            ranks[loc, t] = average_ranks(rdms[t, loc][iu])
+
+    parallel_rows(rank, d * n)
     for loc in range(d):
-        ranks = np.stack([rankdata(rdms[t, loc][iu], method="average") for t in range(n)])
-        out[loc] = _pearson_rows(ranks, None, tasks, locations[loc])
+        out[loc] = _pearson_rows(ranks[loc], None, tasks, locations[loc])
+    return out
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..M of ``values`` (M,), ties given their average rank.
+
+    The same as ``scipy.stats.rankdata(values, method="average")`` (the tests check it),
+    about twice as fast here: an unstable sort suffices because tied values share a rank.
+    """
+    order = np.argsort(values)
+    ordered = values[order]
+    new_group = np.empty(ordered.size, dtype=bool)
+    new_group[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], ordered.size)
+    group_rank = (starts + ends + 1) / 2.0  # average of the ranks starts+1 .. ends
+    out = np.empty(values.size, dtype=np.float64)
+    out[order] = np.repeat(group_rank, ends - starts)
     return out
 
 
@@ -275,15 +300,17 @@ def compute_affinity(source: FeatureSource, images: int | None = None, center: s
     budget = int(max_memory) if max_memory else default_max_memory(dev)
     tasks, locations = list(source.tasks), list(source.locations)
     rdms = np.empty((len(tasks), len(locations), k, k), dtype=np.float64)
+    workspace = Workspace()  # block memory reused from task to task
     with progress_bar(quiet=not progress) as bar:
         overall = bar.add_task("affinity: tasks", total=len(tasks))
         for t, task in enumerate(tasks):
             images_bar = bar.add_task(f"  {task}: images", total=None)
             rdms[t] = compute_rdms(source, task, images=k, center=center, pool=pool, max_memory=budget,
-                                   spill_dir=spill_dir, device=dev,
+                                   spill_dir=spill_dir, device=dev, workspace=workspace,
                                    on_batch=lambda count, tid=images_bar: bar.advance(tid, count))
             bar.remove_task(images_bar)
             bar.advance(overall)
+        workspace.clear()
         affinity = rdm_affinity(rdms, tasks, locations)
         std = low = high = None
         if bootstrap:

@@ -31,7 +31,7 @@ def gram(z: torch.Tensor) -> np.ndarray:
     return (z @ z.T).double().cpu().numpy()
 
 
-def _product(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+def product(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """``a @ b.T`` as float64 numpy (CPU: numpy/BLAS, GPU: torch)."""
     if a.device.type == "cpu":
         return (a.numpy() @ b.numpy().T).astype(np.float64)
@@ -78,11 +78,34 @@ def gram_from_file(path: str | os.PathLike, shape: tuple[int, int], rows_per_til
         for sj in starts[:i]:
             zj = load(sj)
             ej = sj + zj.shape[0]
-            block = _product(zi, zj)
+            block = product(zi, zj)
             out[si:ei, sj:ej] = block
             out[sj:ej, si:ei] = block.T
             del zj
         del zi
+    return out
+
+
+def read_rows(path: str | os.PathLike, shape: tuple[int, int], rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the (K, F) float32 spill file ``path``, as a (len(rows), F) array."""
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+    out = np.array(mapped[np.asarray(rows)])
+    del mapped
+    return out
+
+
+def products_with_file(path: str | os.PathLike, shape: tuple[int, int], w: np.ndarray, rows_per_tile: int,
+                       device: torch.device) -> np.ndarray:
+    """``w @ Z.T`` (float64, (len(w), K)) for the (K, F) float32 rows Z of ``path``, tile by tile."""
+    k, f = shape
+    wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).to(device)
+    out = np.empty((w.shape[0], k), dtype=np.float64)
+    for start in range(0, k, rows_per_tile):
+        stop = min(start + rows_per_tile, k)
+        mapped = np.memmap(path, dtype=np.float32, mode="r", shape=shape)
+        tile = torch.from_numpy(np.array(mapped[start:stop])).to(device)
+        del mapped
+        out[:, start:stop] = product(wt, tile)
     return out
 
 

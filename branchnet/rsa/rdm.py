@@ -9,10 +9,11 @@ and scaled to unit norm as it arrives, z_a = (x_a - mean(x_a)) / ||x_a - mean(x_
 that ``pearson(x_a, x_b) = z_a . z_b`` and the RDM is ``1 - Z Z^T``: one matrix product per
 block, nothing else held. ``center="features"`` follows Dwivedi & Roig's code: each
 feature's mean over the K images is subtracted first, then Pearson per image pair. That
-needs the whole block: the raw rows are kept, the feature means mu accumulated, and at
-the end ``Z = X - mu`` is centred per row, ``C = Z Z^T`` and
-``pearson = C_ab / sqrt(C_aa C_bb)``. (Centring the rows keeps the column means at zero:
-the result is the doubly centred ``H X (I - 11^T/F)``, ``H = I - 11^T/K``.)
+needs the whole block: rows are centred as they arrive and kept, their feature sums
+accumulated; when the block is complete the feature means are subtracted, the rows
+centred again (which moves them by rounding only), ``C = Z Z^T`` and
+``pearson = C_ab / sqrt(C_aa C_bb)``. Z is the doubly centred block
+``(I - 11^T/K) X (I - 11^T/F)``, exactly the vectors Pearson compares.
 
 Streaming and memory. Only the blocks of the RDMs at hand are held: a (task, location)
 block is K x F float32 values. When the D blocks of a task fit in ``max_memory`` the source
@@ -34,6 +35,7 @@ import os
 import re
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -44,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.rsa.gram import SpillFile, gram, gram_from_file, tile_rows
+from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows
 from branchnet.rsa.sources import FeatureSource
 
 CENTERS = ("images", "features")
@@ -90,8 +92,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise BadInput(f"--device '{device}' is not a device; use cpu or cuda") from None
     if dev.type not in ("cpu", "cuda"):
         raise BadInput(f"--device '{device}' is not supported; use cpu or cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -195,28 +200,100 @@ def _as_tensor(entry: Any) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Threads for memory-bound numpy work
+# ---------------------------------------------------------------------------------------------
+
+_THREADS: ThreadPoolExecutor | None = None
+
+
+def parallel_rows(work: Callable[[int, int], None], rows: int) -> None:
+    """Run ``work(lo, hi)`` over [0, rows) split across ``torch.get_num_threads()`` threads.
+
+    numpy releases the GIL in its loops, so memory-bound row operations scale with the
+    threads the user allows torch (and BLAS) to use; with one thread this is a plain call.
+    """
+    global _THREADS
+    threads = max(1, min(torch.get_num_threads(), rows, 8))
+    if threads == 1:
+        work(0, rows)
+        return
+    if _THREADS is None or _THREADS._max_workers < threads:
+        _THREADS = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="branchnet-rsa")
+    bounds = np.linspace(0, rows, threads + 1).astype(int)
+    for future in [_THREADS.submit(work, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]:
+        future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reusable block memory
+# ---------------------------------------------------------------------------------------------
+
+class Workspace:
+    """Block buffers reused from one (task, location) block to the next.
+
+    Touching freshly allocated memory costs page faults: on the development machine
+    writing a new 125 MiB block took 4x as long as rewriting a used one. Buffers released
+    here are handed out again for blocks of the same or a smaller size; before a new one
+    is allocated every idle buffer is freed, so the memory held never exceeds what the
+    blocks in use need plus the one being allocated.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[torch.Tensor] = []
+
+    def take(self, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """A float32 tensor of ``shape`` on ``device`` (contents undefined)."""
+        numel = shape[0] * shape[1]
+        fits = [b for b in self._idle if b.device == device and b.numel() >= numel]
+        if fits:
+            buffer = min(fits, key=lambda b: b.numel())
+            self._idle.remove(buffer)
+        else:
+            self._idle.clear()
+            if device.type == "cpu":
+                # numpy asks the kernel for huge pages on large arrays: far fewer page faults.
+                buffer = torch.from_numpy(np.empty(numel, dtype=np.float32))
+            else:
+                buffer = torch.empty(numel, dtype=torch.float32, device=device)
+        return buffer[:numel].view(shape)
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        """Return a tensor from :meth:`take` for reuse."""
+        base = tensor._base if tensor._base is not None else tensor
+        if all(base is not idle for idle in self._idle):
+            self._idle.append(base)
+
+    def clear(self) -> None:
+        self._idle.clear()
+
+
+# ---------------------------------------------------------------------------------------------
 # One (task, location) block
 # ---------------------------------------------------------------------------------------------
 
 class _Block:
     """Accumulates the K rows of one (task, location) and turns them into an RDM.
 
-    Every row is centred as it arrives (its mean over features subtracted). With
-    ``center="images"`` it is also scaled to unit norm, so the block is Z and the RDM
-    ``1 - Z Z^T``. With ``center="features"`` the column sums are accumulated as well and
-    the feature means subtracted when the block is complete. Rows live in a float32
-    tensor on ``device`` or, when ``spill`` is given, in a spill file.
+    Every row is centred as it arrives (its mean over features subtracted) and stored in
+    a float32 tensor on ``device`` or, when ``spill`` is given, in a spill file. With
+    ``center="images"`` the RDM is then ``1 - G_ab / sqrt(G_aa G_bb)`` from the one product
+    ``G = Z Z^T`` (scaling each row to unit norm is folded into this O(K^2) step instead
+    of another pass over the features). With ``center="features"`` the feature sums are
+    accumulated too and the feature means subtracted when the block is complete.
     """
 
     def __init__(self, k: int, f: int, center: str, device: torch.device, task: str, location: str,
-                 spill: SpillFile | None, budget: int):
+                 spill: SpillFile | None, budget: int, workspace: Workspace):
         self.k, self.f, self.center, self.device = k, f, center, device
         self.task, self.location = task, location
-        self.spill, self.budget = spill, budget
-        self.z = None if spill is not None else torch.empty((k, f), dtype=torch.float32, device=device)
-        # center="features": the sum over images of (x_a - x_0), x_0 the first (centred) row.
+        self.spill, self.budget, self.workspace = spill, budget, workspace
+        self.z = None if spill is not None else workspace.take((k, f), device)
+        self._scratch: torch.Tensor | None = None  # (B, F) rows in flight (spill, feature sums)
+        # Each row's mean over features, as subtracted (for the precision check in rdm()).
+        self.row_mean = np.zeros(k, dtype=np.float64)
+        # center="features": the sum over images of (z_a - z_0), z_0 the first centred row.
         # The differences are small next to large feature means, so float32 partial sums
-        # keep their digits; the feature mean is x_0 + column_sum / K.
+        # keep their digits; the feature mean is z_0 + column_sum / K.
         self.column_sum = (torch.zeros(f, dtype=torch.float64, device=device)
                            if center == "features" else None)
         self.first_row: torch.Tensor | None = None
@@ -231,45 +308,75 @@ class _Block:
         if x.shape[1] != self.f:
             raise BadInput(f"features of task '{self.task}' at location '{self.location}' have {x.shape[1]} "
                            f"values for image {start} but {self.f} for image 0; every image needs the same shape")
-        dest = self.z[start:start + b] if self.z is not None else torch.empty_like(x)
-        self._centre(x, dest, start)
+        if self.z is not None:
+            dest = self.z[start:start + b]
+        else:
+            dest = self._scratch_rows(b)
+        self.row_mean[start:start + b] = self._centre(x, dest, start)
         if self.column_sum is not None:
             if self.first_row is None:
                 self.first_row = dest[0].clone()
-            self.column_sum += (dest - self.first_row).sum(dim=0)
+            diff = self._scratch_rows(b) if self.z is not None else torch.empty_like(dest)
+            if dest.device.type == "cpu":
+                np.subtract(dest.numpy(), self.first_row.numpy(), out=diff.numpy())
+                self.column_sum.numpy()[:] += diff.numpy().sum(axis=0)
+            else:
+                torch.sub(dest, self.first_row, out=diff)
+                self.column_sum += diff.sum(dim=0)
         if self.spill is not None:
             self.spill.append(dest.cpu().numpy())
         self.filled += b
 
-    def _centre(self, x: torch.Tensor, dest: torch.Tensor, start: int) -> None:
-        """dest = x - mean(x) per row, scaled to unit norm for ``center="images"``.
+    def _scratch_rows(self, b: int) -> torch.Tensor:
+        if self._scratch is None or self._scratch.shape[0] < b:
+            if self._scratch is not None:
+                self.workspace.give_back(self._scratch)
+            self._scratch = self.workspace.take((b, self.f), self.device)
+        return self._scratch[:b]
 
-        Rows whose spread is tiny next to their mean (or whose float32 sums overflow) are
-        redone in float64. Raises BadInput for NaN/Inf and, with ``center="images"``, for
-        constant rows (Pearson undefined).
+    def release(self) -> None:
+        """Give the block's memory back to the workspace and remove its spill file."""
+        for buffer in (self.z, self._scratch):
+            if buffer is not None:
+                self.workspace.give_back(buffer)
+        self.z = self._scratch = None
+        if self.spill is not None:
+            self.spill.close()
+
+    def _centre(self, x: torch.Tensor, dest: torch.Tensor, start: int) -> np.ndarray:
+        """dest = x - mean(x) per row (two passes over the batch); returns the (B,) means.
+
+        Raises BadInput for rows holding NaN or Inf, or values so large that float32 sums
+        overflow. On the CPU this runs in numpy on views of the tensors (single-threaded
+        and memory-bound, it stays fast on a busy machine where torch's thread pool does not).
         """
-        row_sum = x.sum(dim=1)
-        bad_sum = ~torch.isfinite(row_sum)
-        if bool(bad_sum.any()):
-            for r in torch.nonzero(bad_sum).flatten().tolist():
-                if not bool(torch.isfinite(x[r]).all()):
-                    raise BadInput(f"features of {self._where(start + r)} hold NaN or Inf; "
-                                   "check the model or the features file")
-        mean = (row_sum / self.f).unsqueeze(1)
-        torch.sub(x, mean, out=dest)
-        norm = torch.linalg.vector_norm(dest, dim=1)
-        weak = bad_sum | ~torch.isfinite(norm) | (norm <= _WEAK_ROW * mean.squeeze(1).abs() * math.sqrt(self.f))
-        normalise = self.center == "images"
-        if normalise:
-            dest.div_(norm.unsqueeze(1))
-        if bool(weak.any()):
-            for r in torch.nonzero(weak).flatten().tolist():
-                row = x[r].double()
-                if normalise and bool(row.max() == row.min()):
-                    raise BadInput(f"features of {self._where(start + r)} are constant, so Pearson correlation "
-                                   "is undefined; drop that image or choose another location")
-                row = row - row.mean()
-                dest[r] = (row / torch.linalg.vector_norm(row) if normalise else row).float()
+        if x.device.type == "cpu":
+            xs, ds = x.numpy(), dest.numpy()
+            mean = np.empty(xs.shape[0], dtype=np.float32)
+
+            def centre(lo: int, hi: int) -> None:
+                with np.errstate(all="ignore"):  # NaN/Inf/overflow are reported below
+                    mean[lo:hi] = xs[lo:hi].sum(axis=1) / self.f
+                    np.subtract(xs[lo:hi], mean[lo:hi, None], out=ds[lo:hi])
+
+            parallel_rows(centre, xs.shape[0])
+            self._check_finite(x, np.flatnonzero(~np.isfinite(mean)), start)
+            return mean.astype(np.float64)
+        mean_t = x.sum(dim=1) / self.f
+        bad = ~torch.isfinite(mean_t)
+        if bool(bad.any()):
+            self._check_finite(x, torch.nonzero(bad).flatten().tolist(), start)
+        torch.sub(x, mean_t.unsqueeze(1), out=dest)
+        return mean_t.double().cpu().numpy()
+
+    def _check_finite(self, x: torch.Tensor, rows: Sequence[int], start: int) -> None:
+        for r in rows:
+            r = int(r)
+            if not bool(torch.isfinite(x[r]).all()):
+                raise BadInput(f"features of {self._where(start + r)} hold NaN or Inf; "
+                               "check the model or the features file")
+            raise BadInput(f"features of {self._where(start + r)} are too large for float32 sums "
+                           "(|x| above ~1e18); rescale them")
 
     def rdm(self) -> np.ndarray:
         """The (K, K) float64 RDM; frees the block."""
@@ -279,14 +386,20 @@ class _Block:
                 rows = tile_rows(self.f, self.budget)
                 transform = self._feature_transform() if self.center == "features" else None
                 g = gram_from_file(self.spill.path, (self.k, self.f), rows, self.device, transform)
+                if self.center == "images":
+                    g = self._fix_weak_rows(g, lambda idx: read_rows(self.spill.path, (self.k, self.f), idx),
+                                            lambda w: products_with_file(self.spill.path, (self.k, self.f), w,
+                                                                         rows, self.device))
             else:
                 if self.center == "features":
                     self._feature_transform()(self.z)
                 g = gram(self.z)
+                if self.center == "images":
+                    z = self.z
+                    g = self._fix_weak_rows(g, lambda idx: z[torch.as_tensor(idx, device=z.device)].cpu().numpy(),
+                                            lambda w: product(torch.from_numpy(w).to(z.device), z))
         finally:
-            self.z = None
-            if self.spill is not None:
-                self.spill.close()
+            self.release()
         if not np.all(np.isfinite(g)):
             raise BadInput(f"features of task '{self.task}' at location '{self.location}' are too large for "
                            "float32 products (|x| above ~1e18); rescale them")
@@ -305,6 +418,36 @@ class _Block:
         np.fill_diagonal(rdm, 0.0)
         return rdm
 
+    def _fix_weak_rows(self, g: np.ndarray, get_rows: Callable[[np.ndarray], np.ndarray],
+                       products: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Redo, in float64, the rows whose spread is tiny next to their mean (and check for constants).
+
+        A stored row is x - m32 with m32 the float32 mean: exact, but its mean is off by
+        the rounding of m32, which matters (to first order it does not, to second order it
+        does) only when the spread is below ~1% of the mean. Those rows are re-centred in
+        float64 and their row and column of G recomputed. A row that re-centres to zero
+        was constant: Pearson is undefined.
+        """
+        norm = np.sqrt(np.maximum(np.diagonal(g), 0.0))
+        with np.errstate(invalid="ignore"):
+            weak = ~np.isfinite(norm) | (norm <= _WEAK_ROW * math.sqrt(self.f) * np.abs(self.row_mean))
+        idx = np.flatnonzero(weak)
+        if idx.size == 0:
+            return g
+        rows = get_rows(idx).astype(np.float64)
+        rows -= rows.mean(axis=1, keepdims=True)
+        for i, r in enumerate(idx):
+            if not rows[i].any():
+                raise BadInput(f"features of {self._where(int(r))} are constant, so Pearson correlation "
+                               "is undefined; drop that image or choose another location")
+        fixed = rows.astype(np.float32)
+        cross = products(fixed)  # (w, K): fixed rows against every stored row
+        g[idx, :] = cross
+        g[:, idx] = cross.T
+        exact = fixed.astype(np.float64)
+        g[np.ix_(idx, idx)] = exact @ exact.T
+        return g
+
     def _feature_transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """In-place map of centred rows (T, F): subtract each feature's mean over the K images.
 
@@ -316,9 +459,15 @@ class _Block:
         first, offset = self.first_row, (self.column_sum / self.k).float()
 
         def transform(z: torch.Tensor) -> torch.Tensor:
-            z -= first
-            z -= offset
-            z -= z.mean(dim=1, keepdim=True)
+            if z.device.type == "cpu":
+                zs = z.numpy()
+                zs -= first.numpy()
+                zs -= offset.numpy()
+                zs -= zs.mean(axis=1, keepdims=True)
+            else:
+                z -= first
+                z -= offset
+                z -= z.mean(dim=1, keepdim=True)
             return z
 
         return transform
@@ -343,7 +492,8 @@ def num_images(source: FeatureSource, images: int | None) -> int:
 def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None, center: str = "images",
                  pool: int | None = None, max_memory: int | None = None,
                  spill_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                 on_batch: Callable[[int], None] | None = None,
+                 workspace: Workspace | None = None) -> np.ndarray:
     """The RDMs of ``task`` at every location of ``source``, streamed.
 
     Args:
@@ -359,6 +509,7 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
         spill_dir: directory for spill files (default: the system's temporary directory).
         device: ``"cpu"`` or ``"cuda"``: where blocks are held and products run.
         on_batch: called with the number of images of each batch consumed (progress).
+        workspace: a :class:`Workspace` to reuse block memory across calls (one per run).
 
     Returns:
         (D, K, K) float64 RDMs, symmetric with zero diagonals, values in [0, 2].
@@ -392,7 +543,8 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
     sizes = [k * rows.shape[1] * 4 for rows in first_rows]
     passes, spilled = plan_passes(sizes, budget)
     ctx = dict(task=task, source=source, k=k, center=center, pool=pool, device=dev, budget=budget,
-               spill_root=spill_root, on_batch=on_batch)
+               spill_root=spill_root, on_batch=on_batch,
+               workspace=workspace if workspace is not None else Workspace())
     if passes[0] == list(range(len(locations))):
         _run_pass(passes[0], spilled, out, first_rows=first_rows, stream=stream, **ctx)
     else:
@@ -425,7 +577,8 @@ def _close(stream: Iterator[Any]) -> None:
 
 def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray, *, task: str, source: FeatureSource,
               k: int, center: str, pool: int | None, device: torch.device, budget: int, spill_root: Path,
-              on_batch: Callable[[int], None] | None, first_rows: list[torch.Tensor] | None,
+              on_batch: Callable[[int], None] | None, workspace: Workspace,
+              first_rows: list[torch.Tensor] | None,
               stream: Iterator[Any] | None) -> None:
     """Stream the first K images of ``task`` at ``locs`` into blocks and write their RDMs into ``out``."""
     if stream is None:
@@ -449,7 +602,7 @@ def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray, *, task: str,
                 if d not in blocks:
                     spill = (SpillFile(spill_root, (k, x.shape[1]), f"{task}-{names[d]}")
                              if d in spilled else None)
-                    blocks[d] = _Block(k, x.shape[1], center, device, task, names[d], spill, budget)
+                    blocks[d] = _Block(k, x.shape[1], center, device, task, names[d], spill, budget, workspace)
                 blocks[d].add(x)
             count = int(rows[0].shape[0])
             filled += count
@@ -466,5 +619,4 @@ def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray, *, task: str,
     finally:
         _close(stream)
         for block in blocks.values():
-            if block.spill is not None:
-                block.spill.close()
+            block.release()
