@@ -1,10 +1,91 @@
 """``branchnet affinity``: RSA task affinity at every branch point."""
 
-from branchnet.cli.app import app
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from branchnet.cli.app import OutOption, QuietOption, RunsOption, app
 
 
 @app.command("affinity")
-def affinity() -> None:
-    """Measure task affinity (RSA) at every branch point (not implemented yet)."""
+def affinity(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="Experiment config (YAML): affinity of its trained single-task models.")] = None,
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", help="Own features instead of a config: an .npz with one array (K, ...) per key "
+                           "'task/location'.")] = None,
+    runs: RunsOption = None,
+    images: Annotated[Optional[int], typer.Option(
+        "--images", help="K images to use, at least 4 (default: 500 or the whole affinity split with "
+                         "--config; every image of the file with --features).")] = None,
+    pool: Annotated[str, typer.Option(
+        "--pool", help="'none', or 'avg:S' to average-pool feature maps to SxS first.")] = "none",
+    center: Annotated[str, typer.Option(
+        "--center", help="'images': Pearson per image pair (the paper); 'features': subtract each "
+                         "feature's mean over the images first (Dwivedi & Roig's code).")] = "images",
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Resample the images B times for affinity_std and a 95% interval (0: none).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
+    save_rdms: Annotated[bool, typer.Option("--save-rdms", help="Also store the RDMs (N, D, K, K) in the npz.")] = False,
+    max_memory: Annotated[Optional[str], typer.Option(
+        "--max-memory", help="Memory for feature blocks, e.g. 4G (default: half of the free RAM, or of "
+                             "free GPU memory on a GPU); larger blocks are spilled to disk.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Where the products run: cpu or cuda.")] = "cpu",
+    out: OutOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Measure task affinity (RSA) at every branch point -> affinity.npz, affinity.json, figures.
+
+    `branchnet affinity --config CFG [--runs DIR]` uses the trained single-task models;
+    `branchnet affinity --features F.npz --out A.npz` uses features extracted elsewhere.
+    """
     from branchnet.errors import BadInput
-    raise BadInput("affinity is not implemented yet")
+    from branchnet.progress import say
+    from branchnet.units import parse_budget
+
+    if (config is None) == (features is None):
+        raise BadInput("give exactly one of --config CFG (trained models) or --features F.npz (own features)")
+    if images is not None and images < 4:
+        raise BadInput(f"--images {images} is too few; RDMs need at least 4 images (default 500)")
+    if bootstrap < 0 or bootstrap == 1:
+        raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise BadInput(f"--device '{device}' is not supported; use cpu or cuda")
+
+    from branchnet.rsa.outputs import check_out_path
+    from branchnet.rsa.rdm import check_center, parse_pool, resolve_device
+
+    pool_size = parse_pool(pool)
+    check_center(center)
+    resolve_device(device)
+    memory = int(parse_budget(max_memory, "--max-memory")) if max_memory is not None else None
+    if out is not None:
+        check_out_path(out)
+    settings = dict(images=images, center=center, pool=pool_size, bootstrap=bootstrap, seed=seed,
+                    save_rdms=save_rdms, max_memory=memory, device=device, progress=not quiet)
+
+    if features is not None:
+        from branchnet.rsa.outputs import affinity_from_features
+
+        if out is None:
+            if runs is None:
+                raise BadInput("--features needs --out A.npz (or --runs DIR for DIR/affinity.npz): "
+                               "where to write the affinity")
+            out = runs / "affinity.npz"
+        paths = affinity_from_features(features, out, **settings)
+    else:
+        if not config.is_file():
+            raise BadInput(f"config file {config} does not exist; give a YAML config (e.g. configs/scenes.yaml)")
+        try:
+            from branchnet.affinity_runs import affinity_from_runs
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("branchnet.affinity_runs",):
+                raise
+            raise BadInput("computing affinity from trained models needs `branchnet train-single` support, "
+                           "not available yet; use --features") from None
+        paths = affinity_from_runs(config, runs, out=out, **settings)
+    if paths:
+        say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))
