@@ -19,7 +19,8 @@ import torch
 from branchnet.checkpoints import load_model
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
-from branchnet.engine import make_loader, resolve_device
+from branchnet.devices import resolve_device
+from branchnet.engine import make_loader
 from branchnet.errors import BadInput
 from branchnet.single import single_dir
 
@@ -86,13 +87,13 @@ class ModelFeatureSource:
 
 def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLike | None = None, *,
                        out: str | os.PathLike | None = None, images: int | None = None,
-                       center: str | None = None, pool: int | None = None, bootstrap: int | None = None,
+                       center: str | None = None, pool: str | int | None = None, bootstrap: int | None = None,
                        seed: int = 0, save_rdms: bool = False, max_memory: int | None = None,
                        device: str | None = None, progress: bool = True) -> dict[str, Path]:
     """``branchnet affinity --config CFG``: affinity of the config's single-task models.
 
     Settings left as None come from the config's ``affinity`` section (``center``,
-    ``pool``, ``bootstrap``, ``images``) and ``train.device``. Writes ``out`` (default
+    ``pool`` as ``"none"``/``"avg:S"``/S, ``bootstrap``, ``images``) and ``train.device``. Writes ``out`` (default
     ``<runs>/affinity.npz``) with costs, plus ``affinity.json`` and the figures; returns
     their paths.
     """
@@ -104,7 +105,7 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
     device = device or cfg.train.device
     source = ModelFeatureSource(cfg, runs, images, device)
     center = center or cfg.affinity.center
-    pool = pool if pool is not None else parse_pool(cfg.affinity.pool)
+    pool = parse_pool(cfg.affinity.pool if pool is None else pool)
     bootstrap = cfg.affinity.bootstrap if bootstrap is None else bootstrap
     result = compute_affinity(source, images=source.num_images, center=center, pool=pool, bootstrap=bootstrap,
                               seed=seed, max_memory=max_memory, spill_dir=runs, device=str(source.device),

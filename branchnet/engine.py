@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from branchnet import distributed as dist_utils
 from branchnet.config import Config, TrainConfig
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput
 from branchnet.files import atomic_torch_save, load_checkpoint
 from branchnet.progress import progress_bar, say
@@ -28,21 +29,6 @@ from branchnet.tasks import Task
 from branchnet.weighting import LossWeighting, build_weighting, finite_or_raise
 
 CHECKPOINT_FORMAT = "branchnet.checkpoint/1"
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> cuda (this process's device under torchrun) when present, else cpu."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BadInput(f"train.device is '{spec}' but no CUDA device is available; use auto or cpu")
-        if spec == "cuda":
-            return torch.device("cuda", torch.cuda.current_device())
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise BadInput(f"train.device '{spec}' is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 @dataclass

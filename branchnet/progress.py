@@ -48,4 +48,4 @@ def progress_bar(quiet: bool = False) -> Progress:
 def say(message: str) -> None:
     """One status line on stderr (not with ``BRANCHNET_QUIET=1``, nor on ranks but 0)."""
     if not _quiet_process():
-        console().print(message, highlight=False)
+        console().print(message, highlight=False, soft_wrap=True)

@@ -128,39 +128,8 @@ def test_bad_options_are_one_line_errors(cli, features_file, tmp_path, args, fra
     assert_nothing_written(tmp_path)
 
 
-def test_config_path_waits_for_trained_models(cli, tmp_path, monkeypatch):
-    import builtins
-
+def test_config_path_checks_its_inputs(cli, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("name: x\n")
-    real_import = builtins.__import__
-
-    def no_runs_module(name, *args, **kwargs):
-        if name == "branchnet.affinity_runs":
-            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_runs_module)
-    result = cli("affinity", "--config", config, "--images", "50", "--pool", "avg:4")
-    assert_one_line_error(result, "needs `branchnet train-single`", "use --features")
     assert_one_line_error(cli("affinity", "--config", tmp_path / "none.yaml"), "does not exist")
     assert_one_line_error(cli("affinity", "--config", config, "--pool", "avg"), "--pool")
-
-
-def test_config_path_calls_affinity_from_runs(cli, tmp_path, monkeypatch):
-    import sys
-    import types
-
-    calls = []
-    module = types.ModuleType("branchnet.affinity_runs")
-    module.affinity_from_runs = lambda config, runs, **settings: calls.append((config, runs, settings)) or {}
-    monkeypatch.setitem(sys.modules, "branchnet.affinity_runs", module)
-    config = tmp_path / "c.yaml"
-    config.write_text("name: x\n")
-    result = cli("affinity", "--config", config, "--runs", tmp_path / "r", "--images", "64", "--pool", "avg:4",
-                 "--center", "features", "--bootstrap", "10", "--seed", "3", "--save-rdms", "--max-memory", "4G",
-                 "--quiet")
-    assert result.code == 0, result.err
-    assert calls == [(config, tmp_path / "r", dict(images=64, center="features", pool=4, bootstrap=10, seed=3,
-                                                     save_rdms=True, max_memory=4_000_000_000, device="cpu",
-                                                     progress=False, out=None))]

@@ -21,19 +21,23 @@ def affinity(
     images: Annotated[Optional[int], typer.Option(
         "--images", help="K images to use, at least 4 (default: 500 or the whole affinity split with "
                          "--config; every image of the file with --features).")] = None,
-    pool: Annotated[str, typer.Option(
-        "--pool", help="'none', or 'avg:S' to average-pool feature maps to SxS first.")] = "none",
-    center: Annotated[str, typer.Option(
+    pool: Annotated[Optional[str], typer.Option(
+        "--pool", help="'none', or 'avg:S' to average-pool feature maps to SxS first "
+                       "(default: the config's affinity.pool, else none).")] = None,
+    center: Annotated[Optional[str], typer.Option(
         "--center", help="'images': Pearson per image pair (the paper); 'features': subtract each "
-                         "feature's mean over the images first (Dwivedi & Roig's code).")] = "images",
-    bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", help="Resample the images B times for affinity_std and a 95% interval (0: none).")] = 0,
+                         "feature's mean over the images first (Dwivedi & Roig's code). "
+                         "Default: the config's affinity.center, else images.")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option(
+        "--bootstrap", help="Resample the images B times for affinity_std and a 95% interval (0: none; "
+                            "default: the config's affinity.bootstrap, else 0).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")] = 0,
     save_rdms: Annotated[bool, typer.Option("--save-rdms", help="Also store the RDMs (N, D, K, K) in the npz.")] = False,
     max_memory: Annotated[Optional[str], typer.Option(
         "--max-memory", help="Memory for feature blocks, e.g. 4G (default: half of the free RAM, or of "
                              "free GPU memory on a GPU); larger blocks are spilled to disk.")] = None,
-    device: Annotated[str, typer.Option("--device", help="Where the products run: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(
+        "--device", help="Where models and products run: auto (cuda when present), cpu, cuda, cuda:N.")] = "auto",
     out: OutOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -50,17 +54,17 @@ def affinity(
         raise BadInput("give exactly one of --config CFG (trained models) or --features F.npz (own features)")
     if images is not None and images < 4:
         raise BadInput(f"--images {images} is too few; RDMs need at least 4 images (default 500)")
-    if bootstrap < 0 or bootstrap == 1:
+    if bootstrap is not None and (bootstrap < 0 or bootstrap == 1):
         raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
-    if device.split(":")[0] not in ("cpu", "cuda"):
-        raise BadInput(f"--device '{device}' is not supported; use cpu or cuda")
 
     from branchnet.rsa.outputs import check_out_path
-    from branchnet.rsa.rdm import check_center, parse_pool, resolve_device
+    from branchnet.devices import resolve_device
+    from branchnet.rsa.rdm import check_center, parse_pool
 
-    pool_size = parse_pool(pool)
-    check_center(center)
-    resolve_device(device)
+    pool_size = parse_pool(pool) if pool is not None else None
+    if center is not None:
+        check_center(center)
+    device = str(resolve_device(device, "--device"))
     memory = int(parse_budget(max_memory, "--max-memory")) if max_memory is not None else None
     if out is not None:
         check_out_path(out)
@@ -75,17 +79,14 @@ def affinity(
                 raise BadInput("--features needs --out A.npz (or --runs DIR for DIR/affinity.npz): "
                                "where to write the affinity")
             out = runs / "affinity.npz"
+        settings.update(center=center or "images", bootstrap=bootstrap or 0)
         paths = affinity_from_features(features, out, **settings)
     else:
         if not config.is_file():
             raise BadInput(f"config file {config} does not exist; give a YAML config (e.g. configs/scenes.yaml)")
-        try:
-            from branchnet.affinity_runs import affinity_from_runs
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("branchnet.affinity_runs",):
-                raise
-            raise BadInput("computing affinity from trained models needs `branchnet train-single` support, "
-                           "not available yet; use --features") from None
+        from branchnet.affinity_runs import affinity_from_runs
+
+        settings["pool"] = pool  # None: the config's affinity.pool
         paths = affinity_from_runs(config, runs, out=out, **settings)
     if paths:
         say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))

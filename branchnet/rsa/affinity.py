@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput
 from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, compute_rdms, default_max_memory,
-                               num_images, parallel_rows, resolve_device)
+                               num_images, parallel_rows)
 from branchnet.rsa.sources import FeatureSource
 
 #: Central interval reported with the bootstrap (percent).

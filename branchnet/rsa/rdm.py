@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows
 from branchnet.rsa.sources import FeatureSource
@@ -82,22 +83,6 @@ def check_center(center: str) -> str:
     if center not in CENTERS:
         raise unknown_choice("--center mode", str(center), CENTERS)
     return center
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"`` or ``"cuda[:i]"`` as a torch device; BadInput when CUDA is asked for but absent."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise BadInput(f"--device '{device}' is not a device; use cpu or cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise BadInput(f"--device '{device}' is not supported; use cpu or cuda")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BadInput("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 def default_max_memory(device: torch.device | str = "cpu") -> int:
