@@ -94,10 +94,6 @@ def test_budget_with_sweep_keeps_the_single_json(cli, csv_path, tmp_path):
     assert json.loads(result.out)["budget"] == 2.0
 
 
-def test_groupings_is_still_a_stub(cli):
-    assert_one_line_error(cli("groupings"), "not implemented")
-
-
 # -- bad input: exit 2, one line naming the line/column/option ---------------------------------
 @pytest.mark.parametrize("text, fragments", [
     ("", ["empty"]),
