@@ -1,17 +1,109 @@
 """``branchnet build`` and ``branchnet export``: tree search under a budget, graph exports."""
 
-from branchnet.cli.app import app
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from branchnet.cli.app import OutOption, QuietOption, app
+
+
+def _parse_costs(text: str | None, what: str) -> list[float] | None:
+    """``"1,2.5M,3K"`` -> [1.0, 2.5e6, 3e3]; each entry a count with an optional K/M/G/T suffix (0 allowed)."""
+    if text is None:
+        return None
+    from branchnet.errors import BadInput
+    from branchnet.units import parse_budget
+
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise BadInput(f"{what} '{text}' has an empty entry; give comma-separated counts like 1.2M,7.1M")
+        try:
+            values.append(0.0 if float(item) == 0 else parse_budget(item, what))
+        except ValueError:
+            values.append(parse_budget(item, what))
+    return values
 
 
 @app.command("build")
-def build() -> None:
-    """Search the branched tree of least dissimilarity under a budget (not implemented yet)."""
+def build(
+    affinity: Annotated[Path, typer.Option("--affinity", "-a", help="Affinity file (affinity.npz) from `branchnet affinity`.")],
+    params: Annotated[Optional[str], typer.Option("--params", "-p", help="Params budget of the whole network, e.g. 120M.")] = None,
+    flops: Annotated[Optional[str], typer.Option("--flops", help="FLOPs budget per image, e.g. 40G (needs FLOPs in the affinity file).")] = None,
+    out: OutOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print tree.json on stdout and nothing else there.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="List every optimal tree from all-shared to all-separate, with a plot.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Force the exact search (default: exact up to 10 tasks).")] = False,
+    stage_params: Annotated[Optional[str], typer.Option("--stage-params", help="Params of each stage, comma-separated (overrides the affinity file).")] = None,
+    head_params: Annotated[Optional[str], typer.Option("--head-params", help="Params of each task head, comma-separated.")] = None,
+    stage_flops: Annotated[Optional[str], typer.Option("--stage-flops", help="FLOPs of each stage, comma-separated.")] = None,
+    head_flops: Annotated[Optional[str], typer.Option("--head-flops", help="FLOPs of each task head, comma-separated.")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Search the branched tree of least task dissimilarity under a budget; write tree.json.
+
+    The tree (groups per stage) is printed with its params, FLOPs and dissimilarity and
+    the cost of the all-shared and all-separate networks. tree.json goes beside the
+    affinity file unless --out says otherwise; --sweep also writes sweep.png there.
+    """
+    import json
+
+    from branchnet.artifacts import load_affinity
+    from branchnet.search.build import build_tree
     from branchnet.errors import BadInput
-    raise BadInput("build is not implemented yet")
+    from branchnet.units import parse_budget
+
+    if params is None and not sweep:
+        raise BadInput("give a params budget with --params (e.g. --params 120M), or --sweep to see every budget")
+    data = load_affinity(affinity)
+    budget = parse_budget(params, "params budget") if params is not None else None
+    flops_budget = parse_budget(flops, "FLOPs budget") if flops is not None else None
+    costs = dict(stage_params=_parse_costs(stage_params, "--stage-params"),
+                 head_params=_parse_costs(head_params, "--head-params"),
+                 stage_flops=_parse_costs(stage_flops, "--stage-flops"),
+                 head_flops=_parse_costs(head_flops, "--head-flops"))
+    report = build_tree(data, budget, flops_budget, method="exact" if exact else "auto", sweep=sweep,
+                        costs=costs, out=out, affinity_path=affinity)
+    if json_out:
+        payload: object
+        if report.tree is not None and report.sweep is None:
+            payload = report.tree.to_json()
+        elif report.tree is None:
+            payload = [t.to_json() for t in report.sweep or []]
+        else:
+            payload = {"tree": report.tree.to_json(), "sweep": [t.to_json() for t in report.sweep or []]}
+        typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+    else:
+        report.print()
+    if not quiet:
+        from branchnet.progress import say
+
+        for path in report.written:
+            say(f"wrote {path}")
 
 
 @app.command("export")
-def export() -> None:
-    """Export a tree.json as a graph (not implemented yet)."""
-    from branchnet.errors import BadInput
-    raise BadInput("export is not implemented yet")
+def export(
+    tree: Annotated[Path, typer.Argument(help="A tree.json from `branchnet build`.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json | graphml | gml | dot | mermaid | png | svg")],
+    out: OutOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Export a tree.json as a graph: nodes (stage, group) with tasks/params/FLOPs, heads as leaves."""
+    from branchnet.errors import unknown_choice
+    from branchnet.export import FORMATS, default_export_path, export_tree
+    from branchnet.tree import load_tree
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise unknown_choice("export format", fmt, FORMATS)
+    loaded = load_tree(tree)
+    path = export_tree(loaded, out if out is not None else default_export_path(tree, fmt), fmt)
+    if not quiet:
+        from branchnet.progress import say
+
+        say(f"wrote {path}")

@@ -1,0 +1,275 @@
+"""Search the branched tree of least task dissimilarity under a budget (paper Section 3.2).
+
+Public API:
+
+* :func:`search_tree` -- the tree of least dissimilarity whose params (and FLOPs) fit;
+* :func:`pareto_sweep` -- every distinct optimal tree as the params budget grows from the
+  all-shared to the all-separate network (the path of the paper's Fig. 5);
+* :func:`build_problem` -- the index-form :class:`Problem` behind both.
+
+Two algorithms (one module each): :mod:`~branchnet.search.exact`, a dynamic program over
+task subsets that is provably optimal (N <= 10 in about a second), and
+:mod:`~branchnet.search.scalable`, linkage starts plus local search for many tasks
+(N = 40 in seconds). ``method="auto"`` takes the exact search up to
+:data:`AUTO_EXACT_MAX_TASKS` tasks. Ties (dissimilarities within
+:data:`~branchnet.search.problem.TIE_TOL`) go to fewer params, then fewer FLOPs, then the
+lexicographically smaller group-count vector; the rest is deterministic search order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from branchnet.artifacts import AffinityData
+from branchnet.errors import BadInput, unknown_choice
+from branchnet.search.problem import (TIE_TOL, Problem, better, canonical_labels, labels_to_partitions,
+                                      separate_labels, shared_labels, within)
+from branchnet.tree import Tree
+from branchnet.units import format_count
+
+__all__ = ["search_tree", "pareto_sweep", "build_problem", "resolve_costs", "METHODS", "AUTO_EXACT_MAX_TASKS"]
+
+METHODS = ("auto", "exact", "scalable")
+#: ``method="auto"`` uses the exact search up to this many tasks.
+AUTO_EXACT_MAX_TASKS = 10
+
+
+def resolve_costs(affinity: AffinityData, stage_params: Sequence[float] | None = None,
+                  head_params: Sequence[float] | None = None, stage_flops: Sequence[float] | None = None,
+                  head_flops: Sequence[float] | None = None) -> dict[str, np.ndarray | None]:
+    """Per-stage and per-head costs: explicit arrays override the affinity file's.
+
+    Returns ``{"stage_params": (D,), "head_params": (N,), "stage_flops": (D,)|None,
+    "head_flops": (N,)|None}``; FLOPs are None unless both stage and head FLOPs are known.
+    Raises :class:`BadInput` when params are unknown or an array has the wrong length.
+    """
+    d, n = affinity.num_locations, affinity.num_tasks
+    out: dict[str, np.ndarray | None] = {}
+    for key, given, size, what in (("stage_params", stage_params, d, "stages"),
+                                   ("head_params", head_params, n, "tasks"),
+                                   ("stage_flops", stage_flops, d, "stages"),
+                                   ("head_flops", head_flops, n, "tasks")):
+        value = given if given is not None else getattr(affinity, key)
+        if value is None:
+            out[key] = None
+            continue
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+        if arr.shape[0] != size:
+            raise BadInput(f"{key.replace('_', '-')} has {arr.shape[0]} values but there are {size} {what}; "
+                           f"give one per {what[:-1]}")
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise BadInput(f"{key.replace('_', '-')} must hold finite non-negative numbers")
+        out[key] = arr
+    if out["stage_params"] is None or out["head_params"] is None:
+        missing = " and ".join(k for k in ("stage_params", "head_params") if out[k] is None)
+        raise BadInput(f"no {missing} to cost the trees with: the affinity file has none; pass "
+                       "--stage-params/--head-params (one count per stage / per task; an affinity made by "
+                       "`branchnet affinity --config` carries them)")
+    if out["stage_flops"] is None or out["head_flops"] is None:
+        out["stage_flops"] = out["head_flops"] = None
+    return out
+
+
+def build_problem(affinity: AffinityData, params_budget: float | None, flops_budget: float | None = None,
+                  **costs: Any) -> Problem:
+    """The index-form search problem; checks that the budget admits the all-shared tree.
+
+    ``costs`` are optional explicit ``stage_params``, ``head_params``, ``stage_flops``,
+    ``head_flops`` overriding the affinity file's.
+    """
+    return _setup(affinity, params_budget, flops_budget, costs)[0]
+
+
+def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: float | None,
+           costs: dict[str, Any]) -> tuple[Problem, dict[str, np.ndarray | None]]:
+    c = resolve_costs(affinity, **costs)
+    if flops_budget is not None and c["stage_flops"] is None:
+        raise BadInput("a FLOPs budget needs FLOPs per stage and per head, and the affinity file has none; "
+                       "drop the FLOPs budget or use an affinity made by `branchnet affinity --config`")
+    problem = Problem(dist=1.0 - np.asarray(affinity.affinity, dtype=np.float64),
+                      stage_params=c["stage_params"], head_params=float(c["head_params"].sum()),
+                      stage_flops=c["stage_flops"],
+                      head_flops=float(c["head_flops"].sum()) if c["head_flops"] is not None else None,
+                      max_params=params_budget, max_flops=flops_budget)
+    ones = np.ones(problem.depth, dtype=np.int64)
+    for what, budget, cost in (("params", params_budget, problem.params_of(ones)),
+                               ("FLOPs", flops_budget, problem.flops_of(ones))):
+        if budget is not None and not within(float(cost), budget):
+            raise BadInput(f"{what} budget {format_count(budget)} is below the all-shared network, the smallest "
+                           f"tree ({format_count(float(cost))} {what}); the minimum feasible budget is "
+                           f"{float(cost):.0f}")
+    return problem, c
+
+
+def _pick_method(method: str, n: int) -> str:
+    from branchnet.search.exact import MAX_EXACT_TASKS
+
+    if method not in METHODS:
+        raise unknown_choice("search method", method, METHODS)
+    if method == "auto":
+        return "exact" if n <= AUTO_EXACT_MAX_TASKS else "scalable"
+    if method == "exact" and n > MAX_EXACT_TASKS:
+        raise BadInput(f"the exact search handles at most {MAX_EXACT_TASKS} tasks (its time grows like 3^N) "
+                       f"and there are {n}; use the scalable search (the default)")
+    return method
+
+
+def _count_key(problem: Problem, counts: np.ndarray, value: float) -> tuple:
+    flops = problem.flops_of(counts)
+    return (float(value), float(problem.params_of(counts)), float(flops) if flops is not None else 0.0,
+            tuple(int(c) for c in counts))
+
+
+def _labels_key(problem: Problem, labels: np.ndarray) -> tuple:
+    counts = np.array([len(np.unique(row)) for row in labels])
+    return _count_key(problem, counts, problem.dissimilarity(labels))
+
+
+def _to_tree(labels: np.ndarray, affinity: AffinityData, costs: dict[str, np.ndarray | None], method: str,
+             budget: dict[str, float | None]) -> Tree:
+    from branchnet.tree import make_tree
+
+    return make_tree(labels_to_partitions(labels, affinity.tasks), affinity.tasks, affinity.locations,
+                     affinity.affinity, budget=budget, backbone=affinity.backbone, method=method, **costs)
+
+
+def search_tree(affinity: AffinityData, params_budget: float | None, flops_budget: float | None = None,
+                method: str = "auto", *, stage_params: Sequence[float] | None = None,
+                head_params: Sequence[float] | None = None, stage_flops: Sequence[float] | None = None,
+                head_flops: Sequence[float] | None = None) -> Tree:
+    """The tree of least dissimilarity whose params (and FLOPs) fit the budget.
+
+    Args:
+        affinity: validated task affinities (D, N, N) with costs (or pass them explicitly).
+        params_budget: largest params of the whole network (stages and heads), or None.
+        flops_budget: largest FLOPs per image, or None (needs FLOPs costs).
+        method: ``"auto"`` (exact up to :data:`AUTO_EXACT_MAX_TASKS` tasks, else scalable),
+            ``"exact"`` (provably optimal) or ``"scalable"`` (local search, many tasks).
+        stage_params, head_params, stage_flops, head_flops: explicit costs, (D,) and (N,),
+            overriding those in the affinity file.
+
+    Returns the :class:`~branchnet.tree.Tree`; ``tree.method`` says which search ran and
+    ``tree.notes`` holds remarks (a budget above the all-separate network).
+
+    Raises :class:`BadInput` for a budget below the all-shared network (naming the
+    minimum), missing costs, or an unknown method.
+    """
+    problem, costs = _setup(affinity, params_budget, flops_budget,
+                            dict(stage_params=stage_params, head_params=head_params,
+                                 stage_flops=stage_flops, head_flops=head_flops))
+    chosen = _pick_method(method, affinity.num_tasks)
+    if chosen == "exact":
+        from branchnet.search.exact import exact_search
+
+        labels = exact_search(problem)
+    else:
+        from branchnet.search.scalable import scalable_search
+
+        labels = scalable_search(problem)
+    budget = {"params": params_budget, "flops": flops_budget}
+    tree = _to_tree(labels, affinity, costs, chosen, budget)
+    everyone = np.full(problem.depth, problem.num_tasks)
+    if params_budget is not None and within(float(problem.params_of(everyone)), params_budget) and (
+            flops_budget is None or within(float(problem.flops_of(everyone)), flops_budget)):
+        tree.notes.append(f"the budget is at or above the all-separate network "
+                          f"({format_count(float(problem.params_of(everyone)))} params): every task can have "
+                          "its own branch, so the budget does not bind")
+    return tree
+
+
+def pareto_sweep(affinity: AffinityData, flops_budget: float | None = None, method: str = "auto", *,
+                 stage_params: Sequence[float] | None = None, head_params: Sequence[float] | None = None,
+                 stage_flops: Sequence[float] | None = None, head_flops: Sequence[float] | None = None,
+                 scalable_budgets: int = 24) -> list[Tree]:
+    """Every distinct optimal tree as the params budget grows from all-shared to all-separate.
+
+    Returns trees in increasing params (and decreasing dissimilarity): tree i is the
+    answer of :func:`search_tree` for every params budget in
+    ``[trees[i].params, trees[i+1].params)``; the first is the all-shared tree's budget,
+    the last reaches dissimilarity 0 or the FLOPs cap. Each tree's ``budget["params"]``
+    is its own params. With the exact method the path is complete and exact (one dynamic
+    program for all budgets); the scalable method searches ``scalable_budgets`` budgets
+    spaced evenly in params and keeps the trees no other tree beats.
+    """
+    costs = dict(stage_params=stage_params, head_params=head_params, stage_flops=stage_flops,
+                 head_flops=head_flops)
+    problem, resolved = _setup(affinity, None, flops_budget, costs)
+    chosen = _pick_method(method, affinity.num_tasks)
+    if chosen == "exact":
+        found = _exact_sweep(problem)
+    else:
+        found = _scalable_sweep(problem, flops_budget, scalable_budgets)
+    trees = []
+    for labels in found:
+        counts = np.array([len(np.unique(row)) for row in labels])
+        params = float(problem.params_of(counts))
+        trees.append(_to_tree(labels, affinity, resolved, chosen, {"params": params, "flops": flops_budget}))
+    return trees
+
+
+def _staircase(keys: list[tuple]) -> list[int]:
+    """Indices of the entries that are optimal for some params budget, by increasing params."""
+    order = sorted(range(len(keys)), key=lambda i: (keys[i][1], keys[i][0], keys[i][2], keys[i][3]))
+    path: list[int] = []
+    for i in order:
+        if not path:
+            path.append(i)
+            continue
+        last = keys[path[-1]]
+        if keys[i][0] < last[0] - TIE_TOL:  # strictly less dissimilar for more params
+            if keys[i][1] == last[1]:
+                path[-1] = i
+            else:
+                path.append(i)
+    return path
+
+
+def _exact_sweep(problem: Problem) -> list[np.ndarray]:
+    from branchnet.search.exact import SubsetTables, exact_frontier, greedy_tree
+    from branchnet.search.local import local_search
+
+    tables = SubsetTables.build(problem.dist)
+    counts = problem.count_vectors()
+    # Upper bounds: quick trees for every count vector, polished along their own staircase.
+    quick: list[tuple[tuple, np.ndarray]] = []
+    for k in counts:
+        labels = greedy_tree(tables, k)
+        if labels is not None:
+            quick.append((_labels_key(problem, labels), labels))
+    for i in _staircase([key for key, _ in quick]):
+        labels = local_search(problem, quick[i][1])
+        quick.append((_labels_key(problem, labels), labels))
+    quick.sort(key=lambda item: item[0][1])
+    params = problem.params_of(counts)
+    upper = np.full(len(counts), np.inf)
+    best, j = np.inf, 0
+    for i in np.argsort(params, kind="stable"):
+        while j < len(quick) and quick[j][0][1] <= params[i]:
+            best = min(best, quick[j][0][0])
+            j += 1
+        upper[i] = best
+    frontier = exact_frontier(problem, counts, upper, tables)
+    keys = [_count_key(problem, frontier.counts[r], frontier.values[r]) for r in range(len(frontier.counts))]
+    return [canonical_labels(frontier.labels(r)) for r in _staircase(keys)]
+
+
+def _scalable_sweep(problem: Problem, flops_budget: float | None, budgets: int) -> list[np.ndarray]:
+    from branchnet.search.scalable import scalable_search
+
+    ones = np.ones(problem.depth, dtype=np.int64)
+    lo = float(problem.params_of(ones))
+    hi = float(problem.params_of(ones * problem.num_tasks))
+    found: list[tuple[tuple, np.ndarray]] = []
+    for budget in np.linspace(lo, hi, max(2, budgets)):
+        sub = Problem(problem.dist, problem.stage_params, problem.head_params, problem.stage_flops,
+                      problem.head_flops, max_params=float(budget), max_flops=flops_budget)
+        labels = scalable_search(sub)
+        found.append((_labels_key(problem, labels), labels))
+    if problem.fits(ones * problem.num_tasks):
+        labels = separate_labels(problem.depth, problem.num_tasks)
+        found.append((_labels_key(problem, labels), labels))
+    labels = shared_labels(problem.depth, problem.num_tasks)
+    found.append((_labels_key(problem, labels), labels))
+    return [canonical_labels(found[i][1]) for i in _staircase([key for key, _ in found])]
