@@ -26,7 +26,7 @@ from branchnet.files import atomic_write_json, ensure_writable_dir
 from branchnet.model import BranchedNet, Partitions
 from branchnet.progress import say
 from branchnet.single import load_single_states, model_metrics, prepare_data, read_single_metrics
-from branchnet.tree import load_tree, separate_tree_partitions, shared_tree_partitions
+from branchnet.tree import load_tree, separate_partitions, shared_partitions
 
 BRANCHED_DIR = "branched"
 TREE_NAMES = ("shared", "separate")
@@ -44,9 +44,9 @@ def resolve_tree(spec: str | Path, config: Config) -> tuple[Partitions, str, dic
     """
     tasks = config.task_names
     if str(spec) == "shared":
-        return shared_tree_partitions(tasks, NUM_STAGES), "shared", {"kind": "shared"}
+        return shared_partitions(tasks, NUM_STAGES), "shared", {"kind": "shared"}
     if str(spec) == "separate":
-        return separate_tree_partitions(tasks, NUM_STAGES), "separate", {"kind": "separate"}
+        return separate_partitions(tasks, NUM_STAGES), "separate", {"kind": "separate"}
     path = Path(spec)
     if not path.is_file() and path.suffix != ".json":
         raise BadInput(f"--tree '{spec}' is neither a tree.json file nor one of: shared, separate")

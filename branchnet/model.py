@@ -12,7 +12,7 @@ all-shared tree and independent single-task networks are the all-separate tree.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -22,58 +22,20 @@ from branchnet.config import ModelConfig
 from branchnet.errors import BadInput
 from branchnet.heads import build_head
 from branchnet.tasks import Task
-
-Partitions = list[list[list[str]]]
-
-
-def shared_partitions(tasks: Sequence[str], depth: int) -> Partitions:
-    """All tasks share every stage (the usual multi-task baseline)."""
-    return [[list(tasks)] for _ in range(depth)]
+from branchnet.tree import (Partitions, check_partitions, separate_partitions,  # noqa: F401 (re-exported)
+                            shared_partitions)
 
 
-def separate_partitions(tasks: Sequence[str], depth: int) -> Partitions:
-    """One branch per task from the root (independent single-task networks)."""
-    return [[[t] for t in tasks] for _ in range(depth)]
-
-
-def canonical_partitions(partitions: Iterable[Iterable[Iterable[str]]], tasks: Sequence[str]) -> Partitions:
-    """Groups with tasks in ``tasks`` order, groups ordered by their first task."""
-    order = {t: i for i, t in enumerate(tasks)}
-    out = []
-    for partition in partitions:
-        groups = [sorted(group, key=order.__getitem__) for group in partition]
-        out.append(sorted(groups, key=lambda g: order[g[0]]))
-    return out
-
-
-def parent_indices(partitions: Partitions, tasks: Sequence[str]) -> list[list[int]]:
+def parent_indices(partitions: Partitions) -> list[list[int]]:
     """``parents[d][j]``: index of the group of ``P_{d-1}`` that contains group j of ``P_d``.
 
-    Level 0 groups have parent -1 (the input). Raises :class:`BadInput` when a
-    partition does not cover every task exactly once or does not refine its parent.
+    Level 0 groups have parent -1 (the input). ``partitions`` must already be checked
+    (:func:`branchnet.tree.check_partitions`).
     """
-    task_set = set(tasks)
-    parents: list[list[int]] = []
-    previous: dict[str, int] | None = None
-    for d, partition in enumerate(partitions):
-        seen = [t for group in partition for t in group]
-        if sorted(seen) != sorted(task_set) or len(seen) != len(set(seen)):
-            raise BadInput(f"tree level {d} must cover every task exactly once ({', '.join(tasks)}), "
-                           f"got {partition}")
-        if any(len(group) == 0 for group in partition):
-            raise BadInput(f"tree level {d} has an empty group")
-        level = []
-        for group in partition:
-            if previous is None:
-                level.append(-1)
-                continue
-            owners = {previous[t] for t in group}
-            if len(owners) != 1:
-                raise BadInput(f"tree level {d}: group {group} spans several groups of level {d - 1}; "
-                               "groups may only split going deeper")
-            level.append(owners.pop())
-        parents.append(level)
-        previous = {t: j for j, group in enumerate(partition) for t in group}
+    parents: list[list[int]] = [[-1] * len(partitions[0])]
+    for d in range(1, len(partitions)):
+        owner = {t: j for j, group in enumerate(partitions[d - 1]) for t in group}
+        parents.append([owner[group[0]] for group in partitions[d]])
     return parents
 
 
@@ -101,8 +63,8 @@ class BranchedNet(nn.Module):
         if len(partitions) != layout.num_stages:
             raise BadInput(f"the tree has {len(partitions)} levels but {model.backbone} has "
                            f"{layout.num_stages} stages ({', '.join(layout.locations)})")
-        self.partitions = canonical_partitions(partitions, self.task_names)
-        self.parents = parent_indices(self.partitions, self.task_names)
+        self.partitions = check_partitions([[list(g) for g in p] for p in partitions], self.task_names)
+        self.parents = parent_indices(self.partitions)
         self.layout: StageLayout = layout
         self.model_config = model
         self.image_size = tuple(image_size)
@@ -206,7 +168,7 @@ class BranchedNet(nn.Module):
         state = {}
         for d, partition in enumerate(self.partitions):
             for j, group in enumerate(partition):
-                prefix = f"{self.node_key(d, 0)}."
+                prefix = f"nodes.{self.node_key(d, 0)}."
                 sources = group if mode == "average" else group[:1]
                 own = self.nodes[self.node_key(d, j)].state_dict()
                 for key in own:

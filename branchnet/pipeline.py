@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from branchnet.backbones import NUM_STAGES
 from branchnet.config import Config
 from branchnet.errors import BadInput
 from branchnet.files import atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -59,7 +60,7 @@ def check_feasible(config: Config, params_budget: float) -> None:
     from branchnet.model import BranchedNet, shared_partitions
 
     tasks = build_tasks(config)
-    shared = BranchedNet(tasks, shared_partitions([t.name for t in tasks], 4), config.model, config.image_size)
+    shared = BranchedNet(tasks, shared_partitions([t.name for t in tasks], NUM_STAGES), config.model, config.image_size)
     minimum = sum(p.numel() for p in shared.parameters())
     if params_budget < minimum:
         raise BadInput(f"--params {format_count(params_budget)} is below the all-shared {config.model.backbone} "
@@ -104,8 +105,8 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     report = build_tree(affinity, params_budget, flops_budget, sweep=True, out=runs / "tree.json")
     if not quiet:
         report.print()
-    tree_png = export_tree(report.tree, "png", runs / "tree.png")
-    tree_mermaid = export_tree(report.tree, "mermaid", runs / "tree.mmd")
+    tree_png = export_tree(report.tree, runs / "tree.png", "png")
+    tree_mermaid = export_tree(report.tree, runs / "tree.mmd", "mermaid")
 
     say("[4/5] branched network and baselines")
     networks: dict[str, dict[str, Any]] = {}

@@ -175,12 +175,12 @@ def check_partitions(partitions: Any, tasks: Sequence[str], source: str = "tree"
     return canonical_partitions(partitions, tasks)
 
 
-def shared_tree_partitions(tasks: Sequence[str], depth: int) -> Partitions:
+def shared_partitions(tasks: Sequence[str], depth: int) -> Partitions:
     """All tasks share every stage (the usual multi-task baseline)."""
     return [[list(tasks)] for _ in range(depth)]
 
 
-def separate_tree_partitions(tasks: Sequence[str], depth: int) -> Partitions:
+def separate_partitions(tasks: Sequence[str], depth: int) -> Partitions:
     """One branch per task from the root (independent single-task networks)."""
     return [[[t] for t in tasks] for _ in range(depth)]
 
@@ -265,14 +265,14 @@ def shared_tree(tasks: Sequence[str], locations: Sequence[str], affinity: Any = 
     Costs and dissimilarity are filled in when ``affinity`` and the cost arrays are
     given; otherwise params is 0, flops None and dissimilarity NaN.
     """
-    return _end_tree(shared_tree_partitions(tasks, len(locations)), tasks, locations, affinity,
+    return _end_tree(shared_partitions(tasks, len(locations)), tasks, locations, affinity,
                      stage_params, head_params, stage_flops, head_flops)
 
 
 def separate_tree(tasks: Sequence[str], locations: Sequence[str], affinity: Any = None, stage_params: Any = None,
                   head_params: Any = None, stage_flops: Any = None, head_flops: Any = None) -> Tree:
     """The all-separate tree: one branch per task from the root (dissimilarity 0)."""
-    return _end_tree(separate_tree_partitions(tasks, len(locations)), tasks, locations, affinity,
+    return _end_tree(separate_partitions(tasks, len(locations)), tasks, locations, affinity,
                      stage_params, head_params, stage_flops, head_flops)
 
 

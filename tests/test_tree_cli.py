@@ -151,3 +151,33 @@ def test_bad_affinity_files(cli, tmp_path, arrays, fragment):
 
 def test_missing_affinity_file(cli, tmp_path):
     assert_one_line_error(cli("build", "--affinity", tmp_path / "nope.npz", "--params", "60M"), "does not exist")
+
+
+def test_build_costed_by_a_backbone_and_the_configs_heads(cli, tmp_path, tiny_config):
+    """An affinity without costs (from --features): --backbone/--input-size with --config's heads."""
+    from branchnet.backbones import NUM_STAGES
+    from branchnet.config import load_config
+    from branchnet.data import build_tasks
+    from branchnet.model import BranchedNet
+
+    tasks = ["seg", "depth", "normals"]
+    config = tiny_config(tasks)
+    path = tmp_path / "aff.npz"
+    save_affinity(path, AffinityData(affinity()[:, :3, :3], tasks, LOCATIONS))
+    result = cli("build", "--affinity", path, "--sweep", "--json", "--backbone", "resnet34", "--input-size", "48", "48",
+                 "--config", config, "--out", tmp_path / "tree.json")
+    assert result.code == 0, result.err
+    path_trees = json.loads(result.out)
+    cfg = load_config(config)
+    cfg = cfg.__class__(**{**cfg.__dict__, "model": cfg.model.__class__(**{**cfg.model.__dict__, "backbone": "resnet34"})})
+    for tree in (path_trees[0], path_trees[len(path_trees) // 2], path_trees[-1]):
+        assert tree["backbone"] == "resnet34"
+        net = BranchedNet(build_tasks(cfg), tree["partitions"], cfg.model, (48, 48))
+        costs = net.costs()
+        assert tree["params"] == costs["params"] and tree["flops"] == costs["flops"]
+    assert len(path_trees[0]["partitions"]) == NUM_STAGES
+    assert_one_line_error(cli("build", "--affinity", path, "--params", "5M", "--backbone", "resnet34"), "--config")
+    assert_one_line_error(cli("build", "--affinity", path, "--params", "5M", "--backbone", "resnet9000",
+                              "--config", config), "resnet9000")
+    other = tiny_config(["seg", "depth"])
+    assert_one_line_error(cli("build", "--affinity", path, "--params", "5M", "--config", other), "normals", "config")

@@ -29,6 +29,23 @@ def _parse_costs(text: str | None, what: str) -> list[float] | None:
     return values
 
 
+def _backbone_costs(data, config: Path | None, backbone: str | None, input_size: tuple[int, int] | None):
+    """(affinity data relabelled with the backbone and size, costs) for --backbone/--input-size."""
+    import dataclasses
+
+    from branchnet.config import load_config
+    from branchnet.errors import BadInput
+    from branchnet.search.build import costs_from_backbone
+
+    if config is None:
+        raise BadInput("--backbone/--input-size need --config CFG for the task heads (e.g. --config configs/scenes.yaml)")
+    cfg = load_config(config)
+    costs = costs_from_backbone(cfg, data.tasks, backbone, input_size)
+    data = dataclasses.replace(data, backbone=backbone or cfg.model.backbone,
+                               input_size=tuple(input_size) if input_size else cfg.image_size)
+    return data, costs
+
+
 @app.command("build")
 def build(
     affinity: Annotated[Path, typer.Option("--affinity", "-a", help="Affinity file (affinity.npz) from `branchnet affinity`.")],
@@ -42,6 +59,9 @@ def build(
     head_params: Annotated[Optional[str], typer.Option("--head-params", help="Params of each task head, comma-separated.")] = None,
     stage_flops: Annotated[Optional[str], typer.Option("--stage-flops", help="FLOPs of each stage, comma-separated.")] = None,
     head_flops: Annotated[Optional[str], typer.Option("--head-flops", help="FLOPs of each task head, comma-separated.")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Cost the stages of this timm backbone (with --config's heads) instead of the affinity file's costs.")] = None,
+    input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W at which --backbone's FLOPs are counted (default: the config's image size).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Config whose task heads (and default backbone/size) cost the tree with --backbone.")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Search the branched tree of least task dissimilarity under a budget; write tree.json.
@@ -62,10 +82,13 @@ def build(
     data = load_affinity(affinity)
     budget = parse_budget(params, "params budget") if params is not None else None
     flops_budget = parse_budget(flops, "FLOPs budget") if flops is not None else None
-    costs = dict(stage_params=_parse_costs(stage_params, "--stage-params"),
+    costs = {}
+    if backbone is not None or input_size is not None or config is not None:
+        data, costs = _backbone_costs(data, config, backbone, input_size)
+    costs.update({k: v for k, v in dict(stage_params=_parse_costs(stage_params, "--stage-params"),
                  head_params=_parse_costs(head_params, "--head-params"),
                  stage_flops=_parse_costs(stage_flops, "--stage-flops"),
-                 head_flops=_parse_costs(head_flops, "--head-flops"))
+                 head_flops=_parse_costs(head_flops, "--head-flops")).items() if v is not None})
     report = build_tree(data, budget, flops_budget, method="exact" if exact else "auto", sweep=sweep,
                         costs=costs, out=out, affinity_path=affinity)
     if json_out:

@@ -125,6 +125,43 @@ def plot_sweep(trees: list[Tree], path: str | os.PathLike) -> Path:
     return save_figure(fig, path)
 
 
+def costs_from_backbone(config: Any, tasks: list[str], backbone: str | None = None,
+                        input_size: tuple[int, int] | None = None) -> dict[str, list[float]]:
+    """Stage and head costs of ``backbone`` at ``input_size`` with the config's heads.
+
+    For an affinity file without costs (one made with ``branchnet affinity --features``):
+    builds the staged encoder (random init, nothing downloaded) with one head per task of
+    ``tasks``, typed as in ``config``, and counts parameters and per-image FLOPs
+    (``torch.utils.flop_counter``). ``backbone``/``input_size`` default to the config's.
+
+    Returns ``{"stage_params": [D], "stage_flops": [D], "head_params": [N], "head_flops": [N]}``
+    with heads in ``tasks`` order. Raises :class:`BadInput` for a task the config lacks or
+    an unknown backbone.
+    """
+    import dataclasses
+
+    from branchnet.backbones import NUM_STAGES
+    from branchnet.data import build_tasks
+    from branchnet.errors import BadInput
+    from branchnet.model import BranchedNet, shared_partitions
+
+    by_name = {t.name: t for t in build_tasks(config)}
+    missing = [t for t in tasks if t not in by_name]
+    if missing:
+        raise BadInput(f"task(s) {', '.join(missing)} of the affinity file are not in config {config.source} "
+                       f"(it has {', '.join(by_name)}); use a config with these tasks, or give --head-params")
+    model_cfg = dataclasses.replace(config.model, backbone=backbone) if backbone else config.model
+    size = tuple(input_size) if input_size is not None else config.image_size
+    if len(size) != 2 or min(size) < 8:
+        raise BadInput(f"--input-size {' '.join(map(str, size))} must be two sizes H W of at least 8 pixels")
+    net = BranchedNet([by_name[t] for t in tasks], shared_partitions(list(tasks), NUM_STAGES), model_cfg, size)
+    costs = net.costs()
+    return {"stage_params": [float(v) for v in costs["stage_params"]],
+            "stage_flops": [float(v) for v in costs["stage_flops"]],
+            "head_params": [float(costs["head_params"][t]) for t in tasks],
+            "head_flops": [float(costs["head_flops"][t]) for t in tasks]}
+
+
 def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget: float | None = None,
                method: str = "auto", sweep: bool = False, costs: dict[str, Any] | None = None,
                out: str | os.PathLike | None = None,

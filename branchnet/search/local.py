@@ -522,17 +522,24 @@ def local_search(problem: Problem, labels: np.ndarray, max_passes: int = 50) -> 
 
 
 def iterated_local_search(problem: Problem, labels: np.ndarray, rounds: int, swaps: int = 3,
-                          seed: int = 0) -> np.ndarray:
-    """Local search, then ``rounds`` times: kick the best tree with random swaps, descend
-    again, keep the result if it is better (iterated local search; seeded, so deterministic)."""
+                          seed: int = 0, patience: int | None = None) -> np.ndarray:
+    """Local search, then up to ``rounds`` times: kick the best tree with random moves,
+    descend again, keep the result if it is better (iterated local search; seeded, so
+    deterministic). Stops early after ``patience`` kicks in a row without improvement
+    (default: never)."""
     rng = np.random.default_rng(seed)
     search = LocalSearch(problem, labels)
     best = search.run()
     best_key = search.key
+    idle = 0
     for _ in range(rounds):
         search = LocalSearch(problem, best)
         search.kick(rng, swaps)
         candidate = search.run()
         if better(search.key, best_key) and search.key != best_key:
-            best, best_key = candidate, search.key
+            best, best_key, idle = candidate, search.key, 0
+        else:
+            idle += 1
+            if patience is not None and idle >= patience:
+                break
     return best

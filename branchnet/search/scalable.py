@@ -24,7 +24,7 @@ from branchnet.search.problem import Problem, better, canonical_labels, separate
 
 
 def scalable_search(problem: Problem, num_counts: int | None = None, num_starts: int | None = None,
-                    rounds: int | None = None) -> np.ndarray:
+                    rounds: int | None = None, patience: int = 8) -> np.ndarray:
     """A good tree within the budget as (D, N) labels (the all-shared tree must fit).
 
     ``num_counts``: how many promising count vectors to build starting trees for
@@ -32,7 +32,7 @@ def scalable_search(problem: Problem, num_counts: int | None = None, num_starts:
     the baseline) to improve (default 80 / N within [2, 10]); ``rounds``: kicks of the iterated
     local search on the best tree (default max(2, min(40, 4000 / N^2))). The cost of one descent
     grows about as N^2, so smaller problems get more starts and kicks and N = 40 stays within
-    seconds.
+    seconds; the kicks stop after ``patience`` in a row bring nothing.
     """
     n = problem.num_tasks
     num_counts = max(12, min(30, 240 // n)) if num_counts is None else num_counts
@@ -57,7 +57,7 @@ def scalable_search(problem: Problem, num_counts: int | None = None, num_starts:
     assert best is not None
     if rounds is None:
         rounds = max(2, min(40, 4000 // n**2))
-    return iterated_local_search(problem, best, rounds)
+    return iterated_local_search(problem, best, rounds, patience=patience)
 
 
 def _sort_key(key: tuple[float, float, float]) -> tuple[float, float, float]:
