@@ -12,6 +12,7 @@ all-shared tree and independent single-task networks are the all-separate tree.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Sequence
 
 import torch
@@ -76,8 +77,16 @@ class BranchedNet(nn.Module):
         self.nodes = nn.ModuleDict(nodes)
         last = layout.num_stages - 1
         self.leaf = {t: j for j, group in enumerate(self.partitions[last]) for t in group}
-        self.heads = nn.ModuleDict({t.name: build_head(t, list(layout.channels[last]), model.head_channels)
-                                    for t in self.tasks})
+        # Each head is drawn from its own stream, seeded by one draw after the encoder and the
+        # task's name: a task's head starts the same whichever tasks share the network, so the
+        # all-separate tree starts (and, trained alike, ends) as the single-task models.
+        base = int(torch.randint(0, 2**31 - 1, ()).item())
+        heads = {}
+        for t in self.tasks:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(base + zlib.crc32(t.name.encode()))
+                heads[t.name] = build_head(t, list(layout.channels[last]), model.head_channels)
+        self.heads = nn.ModuleDict(heads)
 
     @staticmethod
     def node_key(depth: int, group: int) -> str:

@@ -41,7 +41,8 @@ def default_budget(affinity) -> float:
     return (low + high) / 2
 
 
-def _already_trained(runs: Path, name: str, partitions: list) -> dict[str, Any] | None:
+def _already_trained(config: Config, runs: Path, name: str, partitions: list) -> dict[str, Any] | None:
+    """The metrics of a finished run of this tree with the config's training settings, else None."""
     from branchnet.branched import branched_dir
 
     path = branched_dir(runs, name) / "metrics.json"
@@ -51,7 +52,10 @@ def _already_trained(runs: Path, name: str, partitions: list) -> dict[str, Any] 
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return metrics if metrics.get("partitions") == partitions else None
+    same = {"partitions": partitions, "init": config.branched.init, "weighting": config.train.weighting,
+            "epochs": config.train.epochs, "backbone": config.model.backbone,
+            "image_size": list(config.image_size)}
+    return metrics if all(metrics.get(k) == v for k, v in same.items()) else None
 
 
 def check_feasible(config: Config, params_budget: float) -> None:
@@ -113,9 +117,9 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     for name in NETWORKS:
         spec = runs / "tree.json" if name == "tree" else name
         partitions = resolve_tree(spec, config)[0]
-        existing = None if force else _already_trained(runs, name, partitions)
+        existing = None if force else _already_trained(config, runs, name, partitions)
         if existing is not None:
-            say(f"branched/{name}: already trained for this tree, kept")
+            say(f"branched/{name}: already trained for this tree and these settings, kept")
             networks[name] = existing
         else:
             networks[name] = train_branched(config, runs, spec, name=name, quiet=quiet)

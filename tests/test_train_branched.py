@@ -218,3 +218,19 @@ def test_run_with_a_budget_below_the_all_shared_network(cli, trained, tmp_path):
     assert_one_line_error(cli("run", "--config", trained[0], "--runs", runs, "--params", "1K"),
                           "all-shared", "at least")
     assert not (runs / "single").exists()
+
+
+def test_separate_tree_from_random_init_reproduces_the_single_task_models(cli, trained, tmp_path):
+    """Same encoder start, same head start (per-task head seeds), same batches, independent
+    gradients: the all-separate network trains into the single-task models."""
+    config, _ = trained
+    runs = fresh_runs(trained, tmp_path)
+    result = cli("train", "--config", config, "--runs", runs, "--tree", "separate", "--init", "random")
+    assert result.code == 0, result.err
+    metrics = read_metrics(runs, "separate")
+    for task in TASKS:
+        single = json.loads((runs / "single" / task / "metrics.json").read_text())
+        for split in ("val", "test"):
+            for name, value in single[split][task].items():
+                assert metrics[split][task][name] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, split, name)
+    assert abs(metrics["delta_mtl"]["test"]["delta_mtl"]) < 1e-2
