@@ -203,7 +203,3 @@ class BranchedNet(nn.Module):
             raise BadInput(f"single-task weights do not fit this network ({first[:160]}); retrain them "
                            "with `branchnet train-single --force`") from None
 
-
-def single_task_partitions(task: str, depth: int) -> Partitions:
-    """The one-task tree of a single-task model."""
-    return [[[task]] for _ in range(depth)]

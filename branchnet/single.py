@@ -18,7 +18,7 @@ from branchnet.data import build_dataset, build_tasks
 from branchnet.engine import fit
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.files import atomic_write_json, ensure_writable_dir, load_checkpoint
-from branchnet.model import BranchedNet, single_task_partitions
+from branchnet.model import BranchedNet, shared_partitions
 from branchnet.progress import say
 from branchnet.tasks import Task
 
@@ -94,7 +94,7 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
         if force and not resume:
             (out_dir / "checkpoint.pt").unlink(missing_ok=True)
         torch.manual_seed(config.seed)
-        model = BranchedNet([task], single_task_partitions(task.name, NUM_STAGES), config.model, config.image_size)
+        model = BranchedNet([task], shared_partitions([task.name], NUM_STAGES), config.model, config.image_size)
         splits = {split: build_dataset(config, split, [task.name]) for split in ("train", "val", "test")}
         result = fit(model, [task], config, out_dir, splits["train"], splits["val"], splits["test"],
                      resume=resume, quiet=quiet, label=f"single/{task.name}")

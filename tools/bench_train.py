@@ -29,12 +29,12 @@ def measure(backbone: str, width: float, output_stride: int, size: int, steps: i
     import torch
 
     from branchnet.config import ModelConfig
-    from branchnet.model import BranchedNet, single_task_partitions
+    from branchnet.model import BranchedNet, shared_partitions
     from branchnet.tasks import TaskSpec, make_task
 
     torch.manual_seed(0)
     task = make_task("seg", TaskSpec("segmentation", num_classes=8))
-    model = BranchedNet([task], single_task_partitions("seg", 4),
+    model = BranchedNet([task], shared_partitions(["seg"], 4),
                         ModelConfig(backbone=backbone, width=width, output_stride=output_stride, head_channels=64),
                         (size, size)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
