@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from branchnet.files import atomic_path  # noqa: E402
+from branchnet.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(fig: "plt.Figure", path: str | os.PathLike, dpi: int = 150) -> Path:

@@ -58,7 +58,7 @@ def affinity(
         raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
 
     from branchnet.rsa.outputs import check_out_path
-    from branchnet.devices import resolve_device
+    from branchnet.train.devices import resolve_device
     from branchnet.rsa.rdm import check_center, parse_pool
 
     pool_size = parse_pool(pool) if pool is not None else None
@@ -84,7 +84,7 @@ def affinity(
     else:
         if not config.is_file():
             raise BadInput(f"config file {config} does not exist; give a YAML config (e.g. configs/scenes.yaml)")
-        from branchnet.affinity_runs import affinity_from_runs
+        from branchnet.steps.affinity import affinity_from_runs
 
         settings["pool"] = pool  # None: the config's affinity.pool
         paths = affinity_from_runs(config, runs, out=out, **settings)

@@ -35,7 +35,7 @@ def _backbone_costs(data, config: Path | None, backbone: str | None, input_size:
 
     from branchnet.config import load_config
     from branchnet.errors import BadInput
-    from branchnet.search.build import costs_from_backbone
+    from branchnet.steps.build import costs_from_backbone
 
     if config is None:
         raise BadInput("--backbone/--input-size need --config CFG for the task heads (e.g. --config configs/scenes.yaml)")
@@ -72,8 +72,8 @@ def build(
     """
     import json
 
-    from branchnet.artifacts import load_affinity
-    from branchnet.search.build import build_tree
+    from branchnet.affinity import load_affinity
+    from branchnet.steps.build import build_tree
     from branchnet.errors import BadInput
     from branchnet.units import parse_budget
 
@@ -118,7 +118,7 @@ def export(
 ) -> None:
     """Export a tree.json as a graph: nodes (stage, group) with tasks/params/FLOPs, heads as leaves."""
     from branchnet.errors import unknown_choice
-    from branchnet.export import FORMATS, default_export_path, export_tree
+    from branchnet.tree.export import FORMATS, default_export_path, export_tree
     from branchnet.tree import load_tree
 
     fmt = fmt.lower()

@@ -32,7 +32,7 @@ def run(
     Writes everything under RUNS (default runs/<config name>) and RUNS/report.md; an
     interrupted run continues where it stopped when started again.
     """
-    from branchnet.pipeline import run_pipeline
+    from branchnet.steps.run import run_pipeline
 
     cfg, runs_dir = resolve_config(config, runs, set_, backbone=backbone, epochs=epochs, batch_size=batch_size,
                                    image_size=image_size, device=device)

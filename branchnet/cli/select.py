@@ -38,7 +38,7 @@ def select(
     import json
 
     from branchnet.errors import BadInput
-    from branchnet.files import atomic_write_json
+    from branchnet.atomic import atomic_write_json
     from branchnet.progress import say
     from branchnet.selection import read_candidates, select_networks, select_sweep
     from branchnet.units import parse_budget
@@ -202,8 +202,8 @@ def groupings(
     """
     from rich.console import Console
 
-    from branchnet import distributed
-    from branchnet.groupings import parse_widths, run_groupings
+    from branchnet.train import distributed
+    from branchnet.steps.groupings import parse_widths, run_groupings
 
     width_values = parse_widths(widths)
     cfg, runs_dir = resolve_config(config, runs, set_, backbone=backbone, epochs=epochs, batch_size=batch_size,

@@ -34,8 +34,8 @@ def train(
     Writes RUNS/branched/<name>/model.pt and metrics.json. Runs under torchrun for
     several GPUs (or CPU processes with gloo).
     """
-    from branchnet import distributed
-    from branchnet.branched import train_branched
+    from branchnet.train import distributed
+    from branchnet.steps.train_branched import train_branched
 
     sets = list(set_ or [])
     if weighting:

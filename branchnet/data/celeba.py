@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import branchnet.tasks_extra  # noqa: F401  (registers attribute_group)
+import branchnet.tasks.extra  # noqa: F401  (registers attribute_group)
 from branchnet.data import MultiTaskDataset
 from branchnet.data.ondisk import (check_options, dataset_root, list_dir, missing, nonnegative_int, read_rgb,
                                    resize_rgb, split_ids)

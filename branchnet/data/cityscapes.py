@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import branchnet.tasks_extra  # noqa: F401  (registers instance_offset)
+import branchnet.tasks.extra  # noqa: F401  (registers instance_offset)
 from branchnet.data import MultiTaskDataset
 from branchnet.data.ondisk import (check_options, dataset_root, label_tensor, map_tensor, missing,
                                    nonnegative_int, read_image, read_rgb, require, resize_nearest, resize_rgb,

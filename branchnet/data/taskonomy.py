@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import branchnet.tasks_extra  # noqa: F401  (registers edge_map)
+import branchnet.tasks.extra  # noqa: F401  (registers edge_map)
 from branchnet.data import MultiTaskDataset
 from branchnet.data.ondisk import (check_options, choice, dataset_root, label_tensor, list_dir,
                                    map_tensor, missing, nonnegative_int, read_image, read_npy, read_rgb,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from branchnet.devices import resolve_device
+from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput
 from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, compute_rdms, default_max_memory,
                                num_images, parallel_rows)
@@ -330,12 +330,12 @@ def affinity_to_data(result: AffinityResult, tasks: Sequence[str] | None = None,
                      locations: Sequence[str] | None = None, *, stage_params: Any = None,
                      head_params: Any = None, stage_flops: Any = None, head_flops: Any = None,
                      backbone: str | None = None, input_size: tuple[int, int] | None = None):
-    """An :class:`~branchnet.artifacts.AffinityData` for ``save_affinity`` from a result and costs.
+    """An :class:`~branchnet.affinity.AffinityData` for ``save_affinity`` from a result and costs.
 
     ``tasks``/``locations`` override the names in ``result`` (same lengths). The bootstrap
     interval goes to ``extra`` as ``affinity_low`` / ``affinity_high`` (D, N, N).
     """
-    from branchnet.artifacts import AffinityData
+    from branchnet.affinity import AffinityData
 
     extra = {}
     if result.affinity_low is not None:

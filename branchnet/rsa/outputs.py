@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from branchnet.artifacts import AffinityData, save_affinity
+from branchnet.affinity import AffinityData, save_affinity
 from branchnet.errors import BadInput
-from branchnet.files import atomic_write_json, ensure_writable_dir, to_jsonable
+from branchnet.atomic import atomic_write_json, ensure_writable_dir, to_jsonable
 
 
 def output_paths(out_npz: str | os.PathLike) -> dict[str, Path]:

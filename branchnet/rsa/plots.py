@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from branchnet.artifacts import AffinityData
+from branchnet.affinity import AffinityData
 from branchnet.plotting import plt, save_figure
 
 

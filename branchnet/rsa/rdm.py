@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from branchnet.devices import resolve_device
+from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows
 from branchnet.rsa.sources import FeatureSource

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from branchnet.errors import BadInput
-from branchnet.files import atomic_write_text
+from branchnet.atomic import atomic_write_text
 
 HEADER_START = ("name", "cost")
 

@@ -1,7 +1,7 @@
 """The ``branchnet build`` step as one library call: search, sweep, write, and report.
 
-:func:`build_tree` runs :func:`~branchnet.search.search_tree` (and, when asked,
-:func:`~branchnet.search.pareto_sweep`), writes ``tree.json`` (and ``sweep.png``)
+:func:`build_tree` runs :func:`~branchnet.tree.search.search_tree` (and, when asked,
+:func:`~branchnet.tree.search.pareto_sweep`), writes ``tree.json`` (and ``sweep.png``)
 atomically, and returns a :class:`BuildReport` that prints the tree as a rich tree view
 with its costs beside those of the all-shared and all-separate networks.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branchnet.artifacts import AffinityData
+from branchnet.affinity import AffinityData
 from branchnet.tree import Tree, save_tree, separate_tree, shared_tree
 from branchnet.units import format_count
 
@@ -140,10 +140,11 @@ def costs_from_backbone(config: Any, tasks: list[str], backbone: str | None = No
     """
     import dataclasses
 
-    from branchnet.backbones import NUM_STAGES
+    from branchnet.nn.backbones import NUM_STAGES
     from branchnet.data import build_tasks
     from branchnet.errors import BadInput
-    from branchnet.model import BranchedNet, shared_partitions
+    from branchnet.nn.branched import BranchedNet
+    from branchnet.tree import shared_partitions
 
     by_name = {t.name: t for t in build_tasks(config)}
     missing = [t for t in tasks if t not in by_name]
@@ -171,7 +172,7 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
     ``out`` defaults to ``tree.json`` beside ``affinity_path`` (or the working directory);
     ``sweep.png`` goes beside ``out``. Nothing is written when the input is bad.
     """
-    from branchnet.search import pareto_sweep, resolve_costs, search_tree
+    from branchnet.tree.search import pareto_sweep, resolve_costs, search_tree
 
     costs = {k: v for k, v in (costs or {}).items() if v is not None}
     resolved = resolve_costs(affinity, **costs)

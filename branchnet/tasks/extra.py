@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from branchnet.errors import BadInput
-from branchnet.metrics import Accumulator
-from branchnet.tasks import Keypoints, Task, register_task_type
+from branchnet.tasks.metrics import Accumulator
+from branchnet.tasks.base import Task, register_task_type
+from branchnet.tasks.types import Keypoints
 
 
 class OffsetErrors(Accumulator):

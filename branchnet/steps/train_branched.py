@@ -14,18 +14,19 @@ from typing import Any
 
 import torch
 
-from branchnet import distributed as dist_utils
-from branchnet.backbones import NUM_STAGES
-from branchnet.checkpoints import save_model
+from branchnet.train import distributed as dist_utils
+from branchnet.nn.backbones import NUM_STAGES
+from branchnet.nn.model_file import save_model
 from branchnet.config import Config
 from branchnet.data import build_dataset, build_tasks
-from branchnet.delta import multi_task_delta
-from branchnet.engine import fit
+from branchnet.tasks.delta import multi_task_delta
+from branchnet.train.engine import fit
 from branchnet.errors import BadInput
-from branchnet.files import atomic_write_json, ensure_writable_dir
-from branchnet.model import BranchedNet, Partitions
+from branchnet.atomic import atomic_write_json, ensure_writable_dir
+from branchnet.nn.branched import BranchedNet
+from branchnet.tree import Partitions
 from branchnet.progress import say
-from branchnet.single import load_single_states, model_metrics, prepare_data, read_single_metrics
+from branchnet.steps.train_single import load_single_states, model_metrics, prepare_data, read_single_metrics
 from branchnet.tree import load_tree, separate_partitions, shared_partitions
 
 BRANCHED_DIR = "branched"

@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from branchnet.backbones import NUM_STAGES
+from branchnet.nn.backbones import NUM_STAGES
 from branchnet.config import Config
 from branchnet.errors import BadInput
-from branchnet.files import atomic_write_json, atomic_write_text, ensure_writable_dir
+from branchnet.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from branchnet.progress import say
 from branchnet.units import format_count, parse_budget
 
@@ -31,7 +31,7 @@ NETWORKS = ("tree", "shared", "separate")
 
 def default_budget(affinity) -> float:
     """Halfway between the all-shared and all-separate networks' parameters."""
-    from branchnet.search import resolve_costs
+    from branchnet.tree.search import resolve_costs
     from branchnet.tree import separate_tree, shared_tree
 
     costs = resolve_costs(affinity)
@@ -43,7 +43,7 @@ def default_budget(affinity) -> float:
 
 def _already_trained(config: Config, runs: Path, name: str, partitions: list) -> dict[str, Any] | None:
     """The metrics of a finished run of this tree with the config's training settings, else None."""
-    from branchnet.branched import branched_dir
+    from branchnet.steps.train_branched import branched_dir
 
     path = branched_dir(runs, name) / "metrics.json"
     if not path.is_file():
@@ -61,7 +61,8 @@ def _already_trained(config: Config, runs: Path, name: str, partitions: list) ->
 def check_feasible(config: Config, params_budget: float) -> None:
     """Fail before any training when the budget is below the all-shared network."""
     from branchnet.data import build_tasks
-    from branchnet.model import BranchedNet, shared_partitions
+    from branchnet.nn.branched import BranchedNet
+    from branchnet.tree import shared_partitions
 
     tasks = build_tasks(config)
     shared = BranchedNet(tasks, shared_partitions([t.name for t in tasks], NUM_STAGES), config.model, config.image_size)
@@ -78,12 +79,12 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     ``params``/``flops`` are budgets (``"1.5M"``); without ``params`` the config's
     ``branched.params`` is used, else halfway between all-shared and all-separate.
     """
-    from branchnet.affinity_runs import affinity_from_runs
-    from branchnet.artifacts import load_affinity
-    from branchnet.branched import resolve_tree, train_branched
-    from branchnet.export import export_tree
-    from branchnet.search.build import build_tree
-    from branchnet.single import train_single
+    from branchnet.steps.affinity import affinity_from_runs
+    from branchnet.affinity import load_affinity
+    from branchnet.steps.train_branched import resolve_tree, train_branched
+    from branchnet.tree.export import export_tree
+    from branchnet.steps.build import build_tree
+    from branchnet.steps.train_single import train_single
 
     runs = Path(runs)
     ensure_writable_dir(runs)

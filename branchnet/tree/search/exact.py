@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from branchnet.search.problem import TIE_TOL, Problem, better
-from branchnet.search.subsets import (best_partition, diameters, minplus, partition_table, submasks_with_low,
+from branchnet.tree.search.problem import TIE_TOL, Problem, better
+from branchnet.tree.search.subsets import (best_partition, diameters, minplus, partition_table, submasks_with_low,
                                       together_table)
 
 #: Largest N the exact search accepts (memory and time grow like 2^N and 3^N).
@@ -45,7 +45,7 @@ _CHUNK = 2_000_000  # matrix entries per bound evaluation block (memory cap)
 
 @dataclass
 class SubsetTables:
-    """Per-stage subset tables (see :mod:`branchnet.search.subsets`), each indexed [d][S, a]."""
+    """Per-stage subset tables (see :mod:`branchnet.tree.search.subsets`), each indexed [d][S, a]."""
 
     diam: list[np.ndarray]
     split: list[np.ndarray]
@@ -315,9 +315,9 @@ def exact_search(problem: Problem, tables: SubsetTables | None = None, starts: i
     plain bound, polished by local search) caps the search; the bound is then raised from
     the least plain bound towards it (doubling the gap each time) until a tree is found,
     so the work tracks the optimum rather than the incumbent. Ties follow
-    :func:`branchnet.search.problem.better`, then the smaller count vector.
+    :func:`branchnet.tree.search.problem.better`, then the smaller count vector.
     """
-    from branchnet.search.local import local_search
+    from branchnet.tree.search.local import local_search
 
     if tables is None:
         tables = SubsetTables.build(problem.dist)

@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from branchnet import distributed as dist_utils
-from branchnet.backbones import NUM_STAGES
-from branchnet.checkpoints import save_model
+from branchnet.train import distributed as dist_utils
+from branchnet.nn.backbones import NUM_STAGES
+from branchnet.nn.model_file import save_model
 from branchnet.config import Config
 from branchnet.data import build_dataset, build_tasks
-from branchnet.engine import fit
+from branchnet.train.engine import fit
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.files import atomic_write_json, ensure_writable_dir, load_checkpoint
-from branchnet.model import BranchedNet, shared_partitions
+from branchnet.atomic import atomic_write_json, ensure_writable_dir, load_checkpoint
+from branchnet.nn.branched import BranchedNet
+from branchnet.tree import shared_partitions
 from branchnet.progress import say
 from branchnet.tasks import Task
 

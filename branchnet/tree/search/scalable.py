@@ -6,9 +6,9 @@ optimality for speed:
 1. Starting trees: the complete-linkage baseline (:func:`linkage.linkage_baseline`), the
    all-shared tree and, for the group-count vectors k that look most promising by the
    per-stage dendrogram cut costs (``sum_d cost_d(k_d) / k_d``), nested trees built
-   top-down and bottom-up from the dendrograms (:mod:`branchnet.search.linkage`).
+   top-down and bottom-up from the dendrograms (:mod:`branchnet.tree.search.linkage`).
 2. The best few starts (always including the baseline) are improved by first-improvement
-   local search (:mod:`branchnet.search.local`), which only ever accepts better trees, so
+   local search (:mod:`branchnet.tree.search.local`), which only ever accepts better trees, so
    the result is never worse than the baseline.
 
 Deterministic: no random numbers, fixed orders everywhere.
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from branchnet.search.linkage import Dendrograms, bottom_up, linkage_baseline, top_down
-from branchnet.search.local import iterated_local_search, local_search
-from branchnet.search.problem import Problem, better, canonical_labels, separate_labels, shared_labels
+from branchnet.tree.search.linkage import Dendrograms, bottom_up, linkage_baseline, top_down
+from branchnet.tree.search.local import iterated_local_search, local_search
+from branchnet.tree.search.problem import Problem, better, canonical_labels, separate_labels, shared_labels
 
 
 def scalable_search(problem: Problem, num_counts: int | None = None, num_starts: int | None = None,

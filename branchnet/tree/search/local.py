@@ -13,7 +13,7 @@ nested and the tree within the budget. The neighbourhood, in three tiers tried i
    group-adding move, which trades budget between stages.
 
 A move is taken when it improves (dissimilarity, params, FLOPs) in the order of
-:func:`branchnet.search.problem.better`; the search stops when no tier improves.
+:func:`branchnet.tree.search.problem.better`; the search stops when no tier improves.
 Because ``dissimilarity = sum_d S_d / k_d`` and a move changes each stage on its own,
 a move's effect is a sum over stages of per-stage changes, so task and group moves are
 scored for every (u, m) at once with numpy; ``S_d``, ``k_d`` and the group diameters
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from branchnet.search.problem import Problem, better, canonical_labels, within
+from branchnet.tree.search.problem import Problem, better, canonical_labels, within
 
 FRESH = -1  # "a new group" as a move target
 

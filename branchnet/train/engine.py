@@ -19,14 +19,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from branchnet import distributed as dist_utils
+from branchnet.train import distributed as dist_utils
 from branchnet.config import Config, TrainConfig
-from branchnet.devices import resolve_device
+from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput
-from branchnet.files import atomic_torch_save, load_checkpoint
+from branchnet.atomic import atomic_torch_save, load_checkpoint
 from branchnet.progress import progress_bar, say
 from branchnet.tasks import Task
-from branchnet.weighting import LossWeighting, build_weighting, finite_or_raise
+from branchnet.train.weighting import LossWeighting, build_weighting, finite_or_raise
 
 CHECKPOINT_FORMAT = "branchnet.checkpoint/1"
 

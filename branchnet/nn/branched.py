@@ -18,13 +18,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from branchnet.backbones import StageLayout, build_stages, clone_stage, count_flops, count_params
+from branchnet.nn.backbones import StageLayout, build_stages, clone_stage, count_flops, count_params
 from branchnet.config import ModelConfig
 from branchnet.errors import BadInput
-from branchnet.heads import build_head
+from branchnet.nn.heads import build_head
 from branchnet.tasks import Task
-from branchnet.tree import (Partitions, check_partitions, separate_partitions,  # noqa: F401 (re-exported)
-                            shared_partitions)
+from branchnet.tree import Partitions, check_partitions
 
 
 def parent_indices(partitions: Partitions) -> list[list[int]]:

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from branchnet.checkpoints import load_model
+from branchnet.nn.model_file import load_model
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
-from branchnet.devices import resolve_device
-from branchnet.engine import make_loader
+from branchnet.train.devices import resolve_device
+from branchnet.train.engine import make_loader
 from branchnet.errors import BadInput
-from branchnet.single import single_dir
+from branchnet.steps.train_single import single_dir
 
 
 class ModelFeatureSource:

@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branchnet import distributed as dist_utils
+from branchnet.train import distributed as dist_utils
 from branchnet.config import Config
 from branchnet.errors import BadInput
-from branchnet.files import atomic_write_json, ensure_writable_dir
+from branchnet.atomic import atomic_write_json, ensure_writable_dir
 from branchnet.progress import say
 from branchnet.selection import (Candidate, CandidateTable, group_name, higher_order_approximation,
                                  tree_candidate, write_candidates)
@@ -232,8 +232,9 @@ def cost_model(config: Config, tasks: Sequence[Any], widths: Sequence[float]) ->
     width prices every group. Raises BadInput when the backbone cannot take a width
     (HRNet has no width multiplier), naming the width.
     """
-    from branchnet.backbones import NUM_STAGES
-    from branchnet.model import BranchedNet, shared_partitions
+    from branchnet.nn.backbones import NUM_STAGES
+    from branchnet.nn.branched import BranchedNet
+    from branchnet.tree import shared_partitions
 
     names = [t.name for t in tasks]
     out: dict[float, WidthCosts] = {}
@@ -478,12 +479,13 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
     """
     import torch
 
-    from branchnet.backbones import NUM_STAGES
-    from branchnet.checkpoints import save_model
+    from branchnet.nn.backbones import NUM_STAGES
+    from branchnet.nn.model_file import save_model
     from branchnet.data import build_dataset
-    from branchnet.engine import fit, make_loader
-    from branchnet.model import BranchedNet, shared_partitions
-    from branchnet.single import model_metrics, prepare_data, select_tasks
+    from branchnet.train.engine import fit, make_loader
+    from branchnet.nn.branched import BranchedNet
+    from branchnet.tree import shared_partitions
+    from branchnet.steps.train_single import model_metrics, prepare_data, select_tasks
 
     runs = Path(runs)
     note = (lambda _message: None) if quiet else say

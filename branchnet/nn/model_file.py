@@ -20,11 +20,11 @@ import torch
 
 from branchnet.config import Config, config_from_dict
 from branchnet.errors import BadInput
-from branchnet.files import atomic_torch_save, load_checkpoint
-from branchnet.model import BranchedNet
+from branchnet.atomic import atomic_torch_save, load_checkpoint
+from branchnet.nn.branched import BranchedNet
 from branchnet.tasks import Task, TaskSpec, make_task
 
-MODEL_FORMAT = "branchnet.model/1"
+MODEL_FORMAT = "branchnet.nn.branched/1"
 
 
 def save_model(path: str | os.PathLike, model: BranchedNet, config: Config, kind: str,

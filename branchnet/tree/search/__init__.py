@@ -7,12 +7,12 @@ Public API:
   all-shared to the all-separate network (the path of the paper's Fig. 5);
 * :func:`build_problem` -- the index-form :class:`Problem` behind both.
 
-Two algorithms (one module each): :mod:`~branchnet.search.exact`, a dynamic program over
+Two algorithms (one module each): :mod:`~branchnet.tree.search.exact`, a dynamic program over
 task subsets that is provably optimal (N <= 10 in about a second), and
-:mod:`~branchnet.search.scalable`, linkage starts plus local search for many tasks
+:mod:`~branchnet.tree.search.scalable`, linkage starts plus local search for many tasks
 (N = 40 in seconds). ``method="auto"`` takes the exact search up to
 :data:`AUTO_EXACT_MAX_TASKS` tasks. Ties (dissimilarities within
-:data:`~branchnet.search.problem.TIE_TOL`) go to fewer params, then fewer FLOPs, then the
+:data:`~branchnet.tree.search.problem.TIE_TOL`) go to fewer params, then fewer FLOPs, then the
 lexicographically smaller group-count vector; the rest is deterministic search order.
 """
 
@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from branchnet.artifacts import AffinityData
+from branchnet.affinity import AffinityData
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.search.problem import (TIE_TOL, Problem, better, canonical_labels, labels_to_partitions,
+from branchnet.tree.search.problem import (TIE_TOL, Problem, better, canonical_labels, labels_to_partitions,
                                       separate_labels, shared_labels, within)
 from branchnet.tree import Tree
 from branchnet.units import format_count
@@ -104,7 +104,7 @@ def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: fl
 
 
 def _pick_method(method: str, n: int) -> str:
-    from branchnet.search.exact import MAX_EXACT_TASKS
+    from branchnet.tree.search.exact import MAX_EXACT_TASKS
 
     if method not in METHODS:
         raise unknown_choice("search method", method, METHODS)
@@ -161,11 +161,11 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
                                  stage_flops=stage_flops, head_flops=head_flops))
     chosen = _pick_method(method, affinity.num_tasks)
     if chosen == "exact":
-        from branchnet.search.exact import exact_search
+        from branchnet.tree.search.exact import exact_search
 
         labels = exact_search(problem)
     else:
-        from branchnet.search.scalable import scalable_search
+        from branchnet.tree.search.scalable import scalable_search
 
         labels = scalable_search(problem)
     budget = {"params": params_budget, "flops": flops_budget}
@@ -227,8 +227,8 @@ def _staircase(keys: list[tuple]) -> list[int]:
 
 
 def _exact_sweep(problem: Problem) -> list[np.ndarray]:
-    from branchnet.search.exact import SubsetTables, exact_frontier, greedy_tree
-    from branchnet.search.local import local_search
+    from branchnet.tree.search.exact import SubsetTables, exact_frontier, greedy_tree
+    from branchnet.tree.search.local import local_search
 
     tables = SubsetTables.build(problem.dist)
     counts = problem.count_vectors()
@@ -256,7 +256,7 @@ def _exact_sweep(problem: Problem) -> list[np.ndarray]:
 
 
 def _scalable_sweep(problem: Problem, flops_budget: float | None, budgets: int) -> list[np.ndarray]:
-    from branchnet.search.scalable import scalable_search
+    from branchnet.tree.search.scalable import scalable_search
 
     ones = np.ones(problem.depth, dtype=np.int64)
     lo = float(problem.params_of(ones))

@@ -18,8 +18,8 @@ import numpy as np
 from scipy.cluster.hierarchy import cut_tree, fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from branchnet.search.problem import Problem, better, canonical_labels, shared_labels
-from branchnet.search.subsets import minplus
+from branchnet.tree.search.problem import Problem, better, canonical_labels, shared_labels
+from branchnet.tree.search.subsets import minplus
 
 
 def complete_linkage(dist: np.ndarray) -> np.ndarray | None:

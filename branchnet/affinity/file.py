@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from branchnet.errors import BadInput
-from branchnet.files import atomic_save_npz
+from branchnet.atomic import atomic_save_npz
 
 #: Symmetry and unit-diagonal tolerance when reading an affinity file.
 AFFINITY_ATOL = 1e-6

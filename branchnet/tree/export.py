@@ -31,7 +31,7 @@ from typing import Any
 import networkx as nx
 
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.files import atomic_path, atomic_write_text
+from branchnet.atomic import atomic_path, atomic_write_text
 from branchnet.tree import Tree, tree_from_json
 
 FORMATS = ("json", "graphml", "gml", "dot", "mermaid", "png", "svg")
