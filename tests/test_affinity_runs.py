@@ -9,11 +9,11 @@ import pytest
 import scipy.stats
 import torch
 
-from branchnet.artifacts import load_affinity
-from branchnet.checkpoints import load_model
+from branchnet.affinity import load_affinity
+from branchnet.nn.model_file import load_model
 from branchnet.config import load_config
 from branchnet.data import build_dataset
-from branchnet.single import train_single
+from branchnet.steps.train_single import train_single
 from conftest import assert_one_line_error
 
 

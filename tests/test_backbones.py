@@ -7,10 +7,10 @@ import timm
 import torch
 from torch import nn
 
-from branchnet.backbones import build_stages, count_flops, count_params, create_timm_model, split_stages, stage_costs
+from branchnet.nn.backbones import build_stages, count_flops, count_params, create_timm_model, split_stages, stage_costs
 from branchnet.config import ModelConfig
 from branchnet.errors import BadInput
-from branchnet.heads import DenseHead, ImageHead
+from branchnet.nn.heads import DenseHead, ImageHead
 
 
 def _run(stages, x):

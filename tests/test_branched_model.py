@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from branchnet.artifacts import AffinityData
-from branchnet.backbones import NUM_STAGES
+from branchnet.affinity import AffinityData
+from branchnet.nn.backbones import NUM_STAGES
 from branchnet.config import ModelConfig
-from branchnet.model import BranchedNet, separate_partitions, shared_partitions
-from branchnet.search import search_tree
+from branchnet.nn.branched import BranchedNet
+from branchnet.tree import separate_partitions, shared_partitions
+from branchnet.tree.search import search_tree
 from branchnet.tasks import TaskSpec, make_task
 from branchnet.tree import make_tree
 

@@ -12,7 +12,7 @@ from branchnet.data import build_tasks
 from branchnet.data.celeba import ATTRIBUTES, GROUPS, CelebADataset
 from branchnet.errors import BadInput
 from branchnet.tasks import TaskSpec
-from branchnet.tasks_extra import AttributeGroup
+from branchnet.tasks.extra import AttributeGroup
 
 PARTS = [0] * 10 + [1] * 3 + [2] * 4   # train, val, test
 FILE_ORDER = list(ATTRIBUTES[::-1])    # the reader maps by name, not by position

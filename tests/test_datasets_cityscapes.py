@@ -12,7 +12,7 @@ from PIL import Image
 from branchnet.config import DataConfig
 from branchnet.data.cityscapes import CityscapesDataset, TRAIN_IDS
 from branchnet.errors import BadInput
-from branchnet.tasks_extra import InstanceOffset
+from branchnet.tasks.extra import InstanceOffset
 from branchnet.tasks import TaskSpec
 from conftest import assert_one_line_error
 

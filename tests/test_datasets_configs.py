@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from branchnet.backbones import supported_backbones
+from branchnet.nn.backbones import supported_backbones
 from branchnet.config import load_config
 from branchnet.data import build_tasks
 from branchnet.data.celeba import ATTRIBUTES

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from branchnet.errors import BadInput
-from branchnet.export import (FORMATS, default_export_path, export_tree, graph_tree, read_graph, to_dot, to_mermaid,
+from branchnet.tree.export import (FORMATS, default_export_path, export_tree, graph_tree, read_graph, to_dot, to_mermaid,
                               tree_graph)
 from branchnet.tree import load_tree, make_tree, save_tree
 from conftest import assert_one_line_error

@@ -11,10 +11,11 @@ import shutil
 
 import pytest
 
-from branchnet.backbones import NUM_STAGES
+from branchnet.nn.backbones import NUM_STAGES
 from branchnet.config import load_config
 from branchnet.data import build_tasks
-from branchnet.model import BranchedNet, shared_partitions
+from branchnet.nn.branched import BranchedNet
+from branchnet.tree import shared_partitions
 from branchnet.selection import read_candidates, select_networks
 from conftest import TINY_CONFIG, assert_one_line_error
 
@@ -158,8 +159,8 @@ def test_add_tree_adds_a_row_priced_like_the_groupings(cli, two_tasks, tmp_path)
 
 
 def test_fraction_trains_that_share_of_the_steps(tmp_path, data_cache, monkeypatch):
-    import branchnet.engine as engine
-    from branchnet.groupings import train_groupings
+    import branchnet.train.engine as engine
+    from branchnet.steps.groupings import train_groupings
 
     steps = []
     real = engine.lr_multiplier
@@ -200,8 +201,8 @@ def test_higher_order_rows_are_the_mean_of_the_pair_losses(cli, tmp_path, data_c
 
 
 def test_resume_continues_an_interrupted_network(tmp_path, data_cache, monkeypatch):
-    import branchnet.engine as engine
-    from branchnet.groupings import train_groupings
+    import branchnet.train.engine as engine
+    from branchnet.steps.groupings import train_groupings
 
     config = load_config(write_config(tmp_path, data_cache, ["depth"], epochs=2))
     full = train_groupings(config, tmp_path / "full", quiet=True)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from branchnet.errors import BadInput
-from branchnet.groupings import (CostModel, Network, WidthCosts, _predict_higher_order, esa_schedule,
+from branchnet.steps.groupings import (CostModel, Network, WidthCosts, _predict_higher_order, esa_schedule,
                                  parse_widths, plan_networks)
 from branchnet.selection import Candidate, CandidateTable
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from branchnet.metrics import AngularErrors, ThresholdF
+from branchnet.tasks.metrics import AngularErrors, ThresholdF
 from branchnet.tasks import TASK_TYPES, Task, TaskSpec, make_task, register_task_type
 from branchnet.errors import BadInput
 
@@ -129,7 +129,7 @@ def test_a_new_task_type_plugs_in_without_touching_the_trainer():
             return ((pred.reshape(-1) - target) ** 2).sum(), torch.tensor(float(target.numel()))
 
         def make_accumulator(self):
-            from branchnet.metrics import MeanAccumulator
+            from branchnet.tasks.metrics import MeanAccumulator
             return MeanAccumulator("mse")
 
         def update_metrics(self, acc, pred, target):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from branchnet.artifacts import load_affinity
+from branchnet.affinity import load_affinity
 from conftest import assert_one_line_error
 from test_rsa_reference import affinity as reference_affinity
 from test_rsa_reference import rdm as reference_rdm

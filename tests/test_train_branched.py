@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from branchnet.backbones import NUM_STAGES
-from branchnet.checkpoints import load_model
+from branchnet.nn.backbones import NUM_STAGES
+from branchnet.nn.model_file import load_model
 from branchnet.config import load_config
 from branchnet.tree import make_tree, save_tree
 from conftest import TINY_CONFIG, assert_one_line_error
@@ -27,7 +27,7 @@ TASKS = ("seg", "depth", "count")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_cache):
     """A tiny config and a runs directory holding its three single-task models."""
-    from branchnet.single import train_single
+    from branchnet.steps.train_single import train_single
 
     base = tmp_path_factory.mktemp("branched")
     config = base / "tiny.yaml"

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import branchnet.engine as engine
-from branchnet.checkpoints import load_model
+import branchnet.train.engine as engine
+from branchnet.nn.model_file import load_model
 from branchnet.config import load_config
-from branchnet.single import train_single
+from branchnet.steps.train_single import train_single
 from conftest import assert_one_line_error
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from branchnet.artifacts import AffinityData, save_affinity
+from branchnet.affinity import AffinityData, save_affinity
 from branchnet.tree import load_tree, tree_params
 from conftest import assert_one_line_error
 
@@ -155,10 +155,10 @@ def test_missing_affinity_file(cli, tmp_path):
 
 def test_build_costed_by_a_backbone_and_the_configs_heads(cli, tmp_path, tiny_config):
     """An affinity without costs (from --features): --backbone/--input-size with --config's heads."""
-    from branchnet.backbones import NUM_STAGES
+    from branchnet.nn.backbones import NUM_STAGES
     from branchnet.config import load_config
     from branchnet.data import build_tasks
-    from branchnet.model import BranchedNet
+    from branchnet.nn.branched import BranchedNet
 
     tasks = ["seg", "depth", "normals"]
     config = tiny_config(tasks)

@@ -4,11 +4,11 @@ worse than the complete-linkage baseline (no timed assertions; tools/bench_tree.
 import numpy as np
 import pytest
 
-from branchnet.search.exact import exact_search
-from branchnet.search.linkage import bottom_up, linkage_baseline, top_down, Dendrograms
-from branchnet.search.local import LocalSearch, iterated_local_search, local_search
-from branchnet.search.problem import Problem, is_nested
-from branchnet.search.scalable import scalable_search, starting_trees
+from branchnet.tree.search.exact import exact_search
+from branchnet.tree.search.linkage import bottom_up, linkage_baseline, top_down, Dendrograms
+from branchnet.tree.search.local import LocalSearch, iterated_local_search, local_search
+from branchnet.tree.search.problem import Problem, is_nested
+from branchnet.tree.search.scalable import scalable_search, starting_trees
 
 STAGES = np.array([0.23, 1.22, 7.10, 14.96])  # ResNet-50-like, in millions
 

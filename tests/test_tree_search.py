@@ -9,9 +9,9 @@ import itertools
 import numpy as np
 import pytest
 
-from branchnet.artifacts import AffinityData
+from branchnet.affinity import AffinityData
 from branchnet.errors import BadInput
-from branchnet.search import pareto_sweep, search_tree
+from branchnet.tree.search import pareto_sweep, search_tree
 from branchnet.tree import check_partitions, tree_dissimilarity, tree_flops, tree_params
 
 TOL = 1e-9

@@ -19,7 +19,8 @@ import time
 import torch
 
 from branchnet.config import ModelConfig
-from branchnet.model import BranchedNet, separate_partitions, shared_partitions
+from branchnet.nn.branched import BranchedNet
+from branchnet.tree import separate_partitions, shared_partitions
 from branchnet.tasks import TaskSpec, make_task
 
 TASKS = ["seg", "depth", "normals", "edges", "keypoints", "count"]

@@ -29,7 +29,8 @@ def measure(backbone: str, width: float, output_stride: int, size: int, steps: i
     import torch
 
     from branchnet.config import ModelConfig
-    from branchnet.model import BranchedNet, shared_partitions
+    from branchnet.nn.branched import BranchedNet
+    from branchnet.tree import shared_partitions
     from branchnet.tasks import TaskSpec, make_task
 
     torch.manual_seed(0)

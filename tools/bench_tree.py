@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from branchnet.search.exact import exact_search  # noqa: E402
-from branchnet.search.linkage import linkage_baseline  # noqa: E402
-from branchnet.search.problem import Problem  # noqa: E402
-from branchnet.search.scalable import scalable_search  # noqa: E402
+from branchnet.tree.search.exact import exact_search  # noqa: E402
+from branchnet.tree.search.linkage import linkage_baseline  # noqa: E402
+from branchnet.tree.search.problem import Problem  # noqa: E402
+from branchnet.tree.search.scalable import scalable_search  # noqa: E402
 
 #: Params of ResNet-50's stem+layer1, layer2, layer3, layer4 (in millions).
 RESNET50_STAGES = np.array([0.23, 1.22, 7.10, 14.96])
