@@ -109,9 +109,11 @@ class AffinityConfig:
 class BranchedConfig:
     """How a branched network is built and what budget ``branchnet run`` uses."""
 
-    #: Initialise nodes from single-task weights: ``first`` task of the group,
-    #: ``average`` over the group, or ``random``.
-    init: str = "first"
+    #: How a branched network starts: ``random`` (the fair protocol: the same random encoder
+    #: as the single-task models, then the same schedule), or from the trained single-task
+    #: weights, the ``first`` task's of each group or their ``average`` (its Δ_MTL then
+    #: compares networks trained longer than their baselines; reports say so).
+    init: str = "random"
     #: Parameter budget for ``branchnet run`` (e.g. ``1.5M``); null = halfway between
     #: the all-shared and all-separate networks.
     params: Optional[str] = None

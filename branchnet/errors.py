@@ -2,7 +2,7 @@
 
 Every library function raises :class:`BadInput` when its input is wrong in a way the
 user can fix; the command line turns it into one line on stderr and exit code 2
-(DESIGN.md, "Errors"). Anything else is an internal fault (exit 1).
+(docs/design.md, "Errors"). Anything else is an internal fault (exit 1).
 """
 
 from __future__ import annotations

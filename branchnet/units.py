@@ -1,6 +1,6 @@
 """Budgets and counts as people write them: ``120M``, ``1.5G``, ``2e6``.
 
-Suffixes are powers of 1000 (DESIGN.md, "Budgets on the command line").
+Suffixes are powers of 1000 (docs/design.md, "Budgets on the command line").
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ import math
 import pytest
 
 from branchnet.errors import BadInput
-from branchnet.steps.groupings import (CostModel, Network, WidthCosts, _predict_higher_order, esa_schedule,
-                                 parse_widths, plan_networks)
+from branchnet.selection.esa import esa_schedule
+from branchnet.selection.plan import Network, parse_widths, plan_networks
+from branchnet.steps.grouping_costs import CostModel, WidthCosts
+from branchnet.steps.groupings import _predict_higher_order
 from branchnet.selection import Candidate, CandidateTable
 
 

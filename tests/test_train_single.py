@@ -10,6 +10,7 @@ import torch
 import branchnet.train.engine as engine
 from branchnet.nn.model_file import load_model
 from branchnet.config import load_config
+from branchnet.runs import single_fingerprint
 from branchnet.steps.train_single import train_single
 from conftest import assert_one_line_error
 
@@ -75,11 +76,11 @@ def test_resume_with_other_settings_is_refused(cli, tiny_config, tmp_path):
     runs = tmp_path / "runs"
     directory = runs / "single" / "seg"
     directory.mkdir(parents=True)
-    config = load_config(tiny_config(["seg"]))
-    torch.save({"format": engine.CHECKPOINT_FORMAT, "config": {"other": 1}, "epochs": 2}, directory / "checkpoint.pt")
+    other = load_config(tiny_config(["seg"]), sets=["train.lr=0.5"])
+    torch.save({"format": engine.CHECKPOINT_FORMAT, "fingerprint": single_fingerprint(other, "seg"), "epochs": 2},
+               directory / "checkpoint.pt")
     result = cli("train-single", "--config", tiny_config(["seg"]), "--runs", runs, "--resume")
-    assert_one_line_error(result, "different settings")
-    del config
+    assert_one_line_error(result, "cannot be resumed with these settings", "train.lr 0.5 -> 0.01", "drop --resume")
 
 
 def test_corrupt_checkpoint_is_one_line(cli, tiny_config, tmp_path):

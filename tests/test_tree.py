@@ -1,4 +1,4 @@
-"""Trees (DESIGN.md "Tree"): costs and dissimilarity from the definitions, tree.json I/O."""
+"""Trees (docs/design.md "Tree"): costs and dissimilarity from the definitions, tree.json I/O."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Budget parsing (DESIGN.md: a number with an optional K/M/G/T suffix, powers of 1000)."""
+"""Budget parsing (docs/design.md: a number with an optional K/M/G/T suffix, powers of 1000)."""
 
 import pytest
 

@@ -1,6 +1,6 @@
 """The affinity file (``affinity.npz``): one validated reader and one writer.
 
-Format (DESIGN.md, "File formats"): ``affinity`` float64 (D, N, N); ``tasks`` str (N,);
+Format (docs/design.md, "File formats"): ``affinity`` float64 (D, N, N); ``tasks`` str (N,);
 ``locations`` str (D,); optional ``stage_params`` int64 (D,), ``head_params`` int64 (N,),
 ``stage_flops`` (D,), ``head_flops`` (N,) per image at the configured input size,
 ``rdms`` float32 (N, D, K, K), ``affinity_std`` (D, N, N). branchnet also records the

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from branchnet.cli.app import OutOption, QuietOption, RunsOption, app
+from branchnet.cli.app import OutOption, QuietOption, RunsOption, SetOption, app, resolve_config
 
 
 @app.command("affinity")
@@ -39,6 +39,7 @@ def affinity(
     device: Annotated[str, typer.Option(
         "--device", help="Where models and products run: auto (cuda when present), cpu, cuda, cuda:N.")] = "auto",
     out: OutOption = None,
+    set_: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Measure task affinity (RSA) at every branch point -> affinity.npz, affinity.json, figures.
@@ -52,6 +53,8 @@ def affinity(
 
     if (config is None) == (features is None):
         raise BadInput("give exactly one of --config CFG (trained models) or --features F.npz (own features)")
+    if set_ and features is not None:
+        raise BadInput("--set overrides values of a --config; with --features there is no config to override")
     if images is not None and images < 4:
         raise BadInput(f"--images {images} is too few; RDMs need at least 4 images (default 500)")
     if bootstrap is not None and (bootstrap < 0 or bootstrap == 1):
@@ -82,11 +85,10 @@ def affinity(
         settings.update(center=center or "images", bootstrap=bootstrap or 0)
         paths = affinity_from_features(features, out, **settings)
     else:
-        if not config.is_file():
-            raise BadInput(f"config file {config} does not exist; give a YAML config (e.g. configs/scenes.yaml)")
         from branchnet.steps.affinity import affinity_from_runs
 
+        cfg, runs_dir = resolve_config(config, runs, set_)
         settings["pool"] = pool  # None: the config's affinity.pool
-        paths = affinity_from_runs(config, runs, out=out, **settings)
+        paths = affinity_from_runs(cfg, runs_dir, out=out, **settings)
     if paths:
         say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))

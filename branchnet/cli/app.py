@@ -48,7 +48,7 @@ def _root(
     """Decide which layers a multi-task vision network should share, by measurement."""
 
 
-# Options shared by the pipeline commands (DESIGN.md, "Command line").
+# Options shared by the pipeline commands (docs/design.md, "Command line").
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment config (YAML), e.g. configs/scenes.yaml.")]
 RunsOption = Annotated[Optional[Path], typer.Option(
     "--runs", help="Experiment directory (default: runs/<config name>).")]
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-# Overrides of the most common config values (DESIGN.md: "Config values can be
-# overridden from the command line for the common ones").
+# Overrides of the most common config values (docs/design.md, "Command line"); --set covers the rest.
 BackboneOption = Annotated[Optional[str], typer.Option("--backbone", help="Override model.backbone (a timm ResNet/HRNet).")]
 EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="Override train.epochs.")]
 BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Override train.batch_size.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +22,12 @@ def train(
     init: Annotated[Optional[str], typer.Option(
         "--init", help="Node initialisation: first (single-task weights of the group's first task), average, random.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain the network even if it was trained (with these "
+                                                        "or other settings).")] = False,
+    baselines: Annotated[Optional[Path], typer.Option(
+        "--baselines", help="Compute Δ_MTL against the single-task models of this run directory, whatever "
+                            "their settings (recorded in metrics.json); default: this run's own, which must "
+                            "have been trained with the same settings.")] = None,
     backbone: BackboneOption = None,
     epochs: EpochsOption = None,
     batch_size: BatchSizeOption = None,
@@ -31,8 +38,10 @@ def train(
 ) -> None:
     """Train the branched network of a tree; report per-task metrics and the multi-task delta.
 
-    Writes RUNS/branched/<name>/model.pt and metrics.json. Runs under torchrun for
-    several GPUs (or CPU processes with gloo).
+    Writes RUNS/branched/<name>/ (model.pt, metrics.json, history.csv, curves.png, run.json).
+    A network already trained with the same settings is kept; one trained with other
+    settings stops with exit 2 unless --force. Runs under torchrun for several GPUs (or CPU
+    processes with gloo).
     """
     from branchnet.train import distributed
     from branchnet.steps.train_branched import train_branched
@@ -45,4 +54,4 @@ def train(
     cfg, runs_dir = resolve_config(config, runs, sets, backbone=backbone, epochs=epochs, batch_size=batch_size,
                                    image_size=image_size, device=device)
     distributed.init_from_env(cfg.train.device)
-    train_branched(cfg, runs_dir, tree, name=name, resume=resume, quiet=quiet)
+    train_branched(cfg, runs_dir, tree, name=name, resume=resume, force=force, quiet=quiet, baselines=baselines)

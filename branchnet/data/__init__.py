@@ -110,3 +110,29 @@ def build_dataset(config: Config, split: str, tasks: list[str] | None = None) ->
     """The ``split`` of the config's dataset, returning targets for ``tasks`` (default: all)."""
     cls = dataset_class(config.data.dataset)
     return cls(config.data, split, tasks if tasks is not None else config.task_names)
+
+
+def select_tasks(config: Config, names: list[str] | tuple[str, ...] | None) -> list[Task]:
+    """The config's tasks, or the subset ``names`` in that order (each must be one of the config's)."""
+    tasks = build_tasks(config)
+    if not names:
+        return tasks
+    by_name = {t.name: t for t in tasks}
+    for name in names:
+        if name not in by_name:
+            raise unknown_choice("task of this config", name, by_name)
+    if len(set(names)) != len(names):
+        raise BadInput("a task is named twice; give each task once")
+    return [by_name[n] for n in names]
+
+
+def prepare_splits(config: Config, splits: tuple[str, ...] = ("train", "val", "test"),
+                   tasks: list[str] | None = None) -> None:
+    """Make sure the splits exist (generated and cached, or readable for ``tasks``) before every
+    torch.distributed rank opens them: rank 0 prepares, the others wait."""
+    from branchnet.train import distributed
+
+    if distributed.is_main():
+        for split in splits:
+            build_dataset(config, split, list(tasks) if tasks is not None else None)
+    distributed.barrier()

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from branchnet.data import MultiTaskDataset
-from branchnet.data.render import BOX, CYLINDER, SPHERE, WALL_Z, SceneBatch, cast, project
+from branchnet.data.render import BOX, CYLINDER, SPHERE, SceneBatch, cast, project
 from branchnet.errors import BadInput, did_you_mean
 from branchnet.tasks import TaskSpec
 

@@ -1,6 +1,6 @@
 """timm ResNet and HRNet encoders split into D = 4 stages, a branch point after each.
 
-The split (DESIGN.md, "Stages"):
+The split (docs/design.md, "Stages"):
 
 * ResNet: stem + layer1 | layer2 | layer3 | layer4 (one tensor between stages);
 * HRNet: stem + layer1 | transition1 + stage2 | transition2 + stage3 |

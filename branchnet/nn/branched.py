@@ -1,6 +1,6 @@
 """Branched multi-task networks built from a tree of task groups.
 
-A tree is a list of partitions ``P_0 .. P_{D-1}`` of the tasks (DESIGN.md, "Tree"):
+A tree is a list of partitions ``P_0 .. P_{D-1}`` of the tasks (docs/design.md, "Tree"):
 ``P_d`` says which tasks share stage d, and every ``P_d`` refines ``P_{d-1}``. The
 :class:`BranchedNet` holds one copy of stage d per group of ``P_d`` and one head per
 task at the leaves; a forward pass runs every node once per batch and feeds its output
@@ -120,6 +120,17 @@ class BranchedNet(nn.Module):
             j = next(k for k, group in enumerate(partition) if task in group)
             out.append(levels[d][j])
         return out
+
+    def last_shared_weight(self) -> nn.Parameter | None:
+        """GradNorm's W: the last weight (ndim >= 2) of the deepest node that every task shares,
+        or None when the tasks split at the first stage."""
+        shared = 0
+        while shared < self.num_stages and len(self.partitions[shared]) == 1:
+            shared += 1
+        if shared == 0:
+            return None
+        weights = [p for p in self.nodes[self.node_key(shared - 1, 0)].parameters() if p.ndim >= 2]
+        return weights[-1] if weights else None
 
     # ------------------------------------------------------------------ costs
 

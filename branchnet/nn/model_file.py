@@ -24,7 +24,7 @@ from branchnet.atomic import atomic_torch_save, load_checkpoint
 from branchnet.nn.branched import BranchedNet
 from branchnet.tasks import Task, TaskSpec, make_task
 
-MODEL_FORMAT = "branchnet.nn.branched/1"
+MODEL_FORMAT = "branchnet.model/1"
 
 
 def save_model(path: str | os.PathLike, model: BranchedNet, config: Config, kind: str,

@@ -1,6 +1,6 @@
 """Task affinity from RDMs: Spearman between tasks' RDMs at every location, and its bootstrap.
 
-Definition (DESIGN.md; Vandenhende et al., Sec. 3.1, Alg. 1 line 6):
+Definition (docs/design.md; Vandenhende et al., Sec. 3.1, Alg. 1 line 6):
 ``A[d, i, j] = spearman(triu(RDM_i[d], k=1), triu(RDM_j[d], k=1))`` over the strict upper
 triangle (the zero diagonal and the mirrored lower half would make every pair look alike),
 with average ranks for ties. Each RDM's triangle is ranked once and the affinity is the

@@ -76,7 +76,7 @@ def affinity_from_features(features: str | os.PathLike, out: str | os.PathLike, 
                            progress: bool = True) -> dict[str, Path]:
     """``branchnet affinity --features F.npz --out A.npz``: affinity of features extracted elsewhere.
 
-    Reads ``features`` (DESIGN.md own-features format) through
+    Reads ``features`` (docs/design.md own-features format) through
     :class:`~branchnet.rsa.sources.NpzFeatureSource`, computes the affinity
     (:func:`~branchnet.rsa.affinity.compute_affinity`; spill files, if any, go beside
     ``out``) and writes the outputs (:func:`write_affinity_outputs`). Nothing is written

@@ -1,6 +1,6 @@
 """Representation dissimilarity matrices (RDMs), streamed from a feature source.
 
-Definition (DESIGN.md; Vandenhende et al., Sec. 3.1): for one task's model, location d
+Definition (docs/design.md; Vandenhende et al., Sec. 3.1): for one task's model, location d
 and K images, flatten each image's feature map to a vector x_a and set
 ``RDM[d, a, b] = 1 - pearson(x_a, x_b)``.
 

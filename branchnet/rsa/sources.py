@@ -119,7 +119,7 @@ def _parts(entry: Any) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Own features in a file (DESIGN.md, "File formats")
+# Own features in a file (docs/design.md, "File formats")
 # ---------------------------------------------------------------------------------------------
 
 _KEY = re.compile(r"^([^/]+)/([^/]+)$")

@@ -22,7 +22,7 @@ from branchnet.data import build_dataset
 from branchnet.train.devices import resolve_device
 from branchnet.train.engine import make_loader
 from branchnet.errors import BadInput
-from branchnet.steps.train_single import single_dir
+from branchnet.runs import MODEL_FILE, find_baselines, single_dir
 
 
 class ModelFeatureSource:
@@ -38,10 +38,8 @@ class ModelFeatureSource:
         self.config = config
         self.runs = Path(runs)
         self.tasks = config.task_names
-        missing = [t for t in self.tasks if not (single_dir(self.runs, t) / "model.pt").is_file()]
-        if missing:
-            raise BadInput(f"no single-task model for {', '.join(missing)} in {self.runs / 'single'}; "
-                           f"run `branchnet train-single --config {config.source}` first")
+        # the reuse rule: only finished models trained with these settings are measured
+        self.models = find_baselines(config, self.runs, self.tasks, purpose="an affinity measured from it").records
         self.dataset = build_dataset(config, "affinity", tasks=[])
         self.num_images = min(int(images or config.affinity.images), len(self.dataset))
         self.device = resolve_device(device)
@@ -51,9 +49,9 @@ class ModelFeatureSource:
         self.layout = first.model.layout
 
     def load(self, task: str):
-        loaded = load_model(single_dir(self.runs, task) / "model.pt", device=self.device)
+        loaded = load_model(single_dir(self.runs, task) / MODEL_FILE, device=self.device)
         if loaded.model.task_names != [task]:
-            raise BadInput(f"{single_dir(self.runs, task) / 'model.pt'} is not the single-task model of '{task}'")
+            raise BadInput(f"{single_dir(self.runs, task) / MODEL_FILE} is not the single-task model of '{task}'")
         if tuple(loaded.model.image_size) != tuple(self.config.image_size):
             raise BadInput(f"the single-task model of '{task}' was trained at {tuple(loaded.model.image_size)} but the "
                            f"config says {tuple(self.config.image_size)}; retrain with `branchnet train-single --force`")
@@ -66,7 +64,8 @@ class ModelFeatureSource:
         model = self.load(task).model.eval()
         depth = max(locations)
         loader = make_loader(torch.utils.data.Subset(self.dataset, range(self.num_images)), self.batch_size,
-                             self.config.data.workers, train=False, device=self.device)
+                             self.config.data.workers, train=False, device=self.device,
+                             shard=False)
         with torch.no_grad():
             for images, _ in loader:
                 levels = model.forward_levels(images.to(self.device), depth=depth)
@@ -115,5 +114,5 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                             stage_flops=costs["stage_flops"], head_flops=costs["head_flops"],
                             backbone=cfg.model.backbone, input_size=cfg.image_size)
     settings = dict(result.settings, source="single-task models", runs=str(runs), split="affinity",
-                    config=str(cfg.source))
+                    config=str(cfg.source), models=source.models)
     return write_affinity_outputs(data, out, settings)

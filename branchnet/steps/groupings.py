@@ -14,10 +14,10 @@ What is trained, for the tasks ``T`` (the config's, or ``tasks``):
   networks (``widths_for="singles"``, the paper's Sec. 4.2 setting) or every trained
   group (``widths_for="all"``).
 
-Runs go to ``<runs>/groupings/<name>/`` (``model.pt``, ``metrics.json``,
-``settings.json``) where ``name`` is :func:`~branchnet.selection.group_name`
+Runs go to ``<runs>/groupings/<name>/`` (a network directory of :mod:`branchnet.runs`:
+``model.pt``, ``metrics.json``, the record ``run.json``) where ``name`` is :func:`~branchnet.selection.group_name`
 (``seg+depth``, ``seg@0.5``). The tables go to ``<runs>/groupings/candidates.csv``
-(DESIGN.md format: ``name,cost,<task>...``, each cell the network's validation loss on
+(docs/design.md format: ``name,cost,<task>...``, each cell the network's validation loss on
 that task) and the companion ``<runs>/groupings/candidates.json`` (every row's cost,
 FLOPs, params, kind, and its validation and test metrics on each task).
 
@@ -30,7 +30,7 @@ budget of ``b`` is "b standard networks" as in the paper (its SNT, Sec. 4.2).
 
 Early-stopping approximation (ESA, Sec. 3.3.1): ``fraction`` F < 1 trains every network
 for F of the configured optimiser steps (``epochs x batches per epoch``); see
-:func:`esa_schedule`. Higher-order approximation (HOA, Sec. 3.3.2): groups of three or
+:func:`~branchnet.selection.esa.esa_schedule`. Higher-order approximation (HOA, Sec. 3.3.2): groups of three or
 more tasks are predicted from the pair networks by
 :func:`~branchnet.selection.higher_order_approximation`, at the cost their network
 would have.
@@ -38,272 +38,39 @@ would have.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branchnet.train import distributed as dist_utils
+from branchnet.atomic import atomic_write_json, ensure_writable_dir
 from branchnet.config import Config
 from branchnet.errors import BadInput
-from branchnet.atomic import atomic_write_json, ensure_writable_dir
 from branchnet.progress import say
+from branchnet.runs import candidate_dir, commit_network, fingerprint, groupings_dir, network_metrics, \
+    plan_network, read_json, read_metrics
 from branchnet.selection import (Candidate, CandidateTable, group_name, higher_order_approximation,
                                  tree_candidate, write_candidates)
+from branchnet.selection.esa import EsaSchedule, esa_schedule
+from branchnet.selection.plan import Network, check_plan, parse_widths, plan_networks  # noqa: F401 (re-exported)
+from branchnet.steps.grouping_costs import CostModel, cost_model, scaled_config
+from branchnet.train import distributed as dist_utils
 
-GROUPINGS_DIR = "groupings"
 CANDIDATES_CSV = "candidates.csv"
 CANDIDATES_JSON = "candidates.json"
-WIDTHS_FOR = ("singles", "all")
-
-
-# ---------------------------------------------------------------------------------
-# What to train
-
-
-@dataclass(frozen=True)
-class Network:
-    """One candidate network: a group of tasks sharing an encoder of relative width ``width``."""
-
-    tasks: tuple[str, ...]
-    width: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return group_name(self.tasks, self.width)
-
-
-def groupings_dir(runs: Path) -> Path:
-    return Path(runs) / GROUPINGS_DIR
 
 
 def network_dir(runs: Path, network: Network) -> Path:
-    return groupings_dir(runs) / network.name
+    return candidate_dir(runs, network.name)
 
 
-def validate_widths(widths: Sequence[float]) -> tuple[float, ...]:
-    """``widths`` as floats, checked: each in (0, 1], no repeats, 1 among them.
-
-    Raises BadInput naming the offending value.
-    """
-    out: list[float] = []
-    for w in widths:
-        try:
-            value = float(w)
-        except (TypeError, ValueError):
-            raise BadInput(f"--widths: '{w}' is not a number; give factors in (0, 1], e.g. --widths 1,0.5") from None
-        if not math.isfinite(value) or not 0 < value <= 1:
-            raise BadInput(f"--widths: {w} is not in (0, 1]; a width is a factor on model.width, e.g. 0.5")
-        if value in out:
-            raise BadInput(f"--widths gives {value:g} twice; give each width once, e.g. --widths 1,0.5")
-        out.append(value)
-    if 1.0 not in out:
-        raise BadInput(f"--widths {','.join(f'{w:g}' for w in out)} must include 1 (the full-width networks, "
-                       "the cost reference), e.g. --widths 1,0.5")
-    return tuple(out)
-
-
-def parse_widths(text: str) -> tuple[float, ...]:
-    """``"1,0.5"`` -> ``(1.0, 0.5)`` (see :func:`validate_widths`)."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p for p in parts):
-        raise BadInput(f"--widths '{text}' must be a comma-separated list of factors in (0, 1], e.g. 1,0.5")
-    values = []
-    for p in parts:
-        try:
-            values.append(float(p))
-        except ValueError:
-            raise BadInput(f"--widths '{text}': '{p}' is not a number; give factors in (0, 1], e.g. 1,0.5") from None
-        if not math.isfinite(values[-1]) or not 0 < values[-1] <= 1:
-            raise BadInput(f"--widths '{text}': {p} is not in (0, 1]; a width is a factor on model.width, e.g. 0.5")
-    return validate_widths(values)
-
-
-def plan_networks(tasks: Sequence[str], max_size: int | None = None, widths: Sequence[float] = (1.0,),
-                  widths_for: str = "singles", predict_higher_order: bool = False) -> list[Network]:
-    """The networks to train, in the order of the candidates CSV.
-
-    Width 1 first (groups by size, then in task order, as ``itertools.combinations``),
-    then each other width in the order given.
-    """
-    n = len(tasks)
-    max_size = n if max_size is None else max_size
-    trained_size = min(max_size, 2) if predict_higher_order else max_size
-    groups = [g for size in range(1, trained_size + 1) for g in itertools.combinations(tasks, size)]
-    out = [Network(tuple(g), 1.0) for g in groups]
-    for w in widths:
-        if w != 1.0:
-            out.extend(Network(tuple(g), w) for g in groups if widths_for == "all" or len(g) == 1)
-    return out
-
-
-def check_plan(tasks: Sequence[str], max_size: int | None, fraction: float, widths: Sequence[float],
-               widths_for: str, predict_higher_order: bool) -> tuple[int, float, tuple[float, ...]]:
-    """Validate the options; returns (max_size, fraction, widths)."""
-    n = len(tasks)
-    if max_size is None:
-        max_size = n
-    if isinstance(max_size, bool) or int(max_size) != max_size or not 1 <= max_size <= n:
-        raise BadInput(f"--max-size {max_size} must be an integer from 1 to {n} (the number of tasks: "
-                       f"{', '.join(tasks)})")
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        raise BadInput(f"--fraction '{fraction}' is not a number; give a value in (0, 1], e.g. 0.2") from None
-    if not math.isfinite(fraction) or not 0 < fraction <= 1:
-        raise BadInput(f"--fraction {fraction:g} must be in (0, 1]: the share of the configured training "
-                       "steps (1 = full training, 0.2 = the early-stopping approximation)")
-    widths = validate_widths(widths)
-    if widths_for not in WIDTHS_FOR:
-        raise BadInput(f"--widths-for '{widths_for}' must be one of: {', '.join(WIDTHS_FOR)}")
-    if predict_higher_order and (n < 3 or max_size < 3):
-        raise BadInput(f"--predict-higher-order fills groups of 3 or more tasks, but there are {n} tasks and "
-                       f"--max-size is {max_size}; drop it or raise --max-size to at least 3")
-    return int(max_size), fraction, widths
-
-
-# ---------------------------------------------------------------------------------
-# Costs
-
-
-def scaled_config(config: Config, width: float) -> Config:
-    """``config`` with the encoder ``width`` times as wide (``model.width * width``)."""
-    if width == 1.0:
-        return config
-    model = dataclasses.replace(config.model, width=config.model.width * width)
-    return dataclasses.replace(config, model=model)
-
-
-@dataclass(frozen=True)
-class WidthCosts:
-    """Per-image FLOPs and params of the parts of the networks at one width.
-
-    ``stage_flops``/``stage_params``: one copy of each encoder stage (D,);
-    ``head_flops``/``head_params``: ``{task: value}``.
-    """
-
-    width: float
-    stage_flops: tuple[int, ...]
-    stage_params: tuple[int, ...]
-    head_flops: dict[str, int]
-    head_params: dict[str, int]
-
-    def flops(self, tasks: Sequence[str]) -> int:
-        """Per-image FLOPs of the network of ``tasks``: the encoder once, one head per task."""
-        return int(sum(self.stage_flops) + sum(self.head_flops[t] for t in tasks))
-
-    def params(self, tasks: Sequence[str]) -> int:
-        return int(sum(self.stage_params) + sum(self.head_params[t] for t in tasks))
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """Costs of every group network at every width, and the reference they are relative to."""
-
-    tasks: tuple[str, ...]
-    widths: dict[float, WidthCosts]
-
-    @property
-    def reference_flops(self) -> float:
-        """Mean per-image FLOPs of the full-width single-task networks of ``tasks``."""
-        full = self.widths[1.0]
-        return math.fsum(full.flops([t]) for t in self.tasks) / len(self.tasks)
-
-    def flops(self, tasks: Sequence[str], width: float = 1.0) -> int:
-        return self.widths[width].flops(tasks)
-
-    def params(self, tasks: Sequence[str], width: float = 1.0) -> int:
-        return self.widths[width].params(tasks)
-
-    def cost(self, tasks: Sequence[str], width: float = 1.0) -> float:
-        """``flops(tasks, width) / reference_flops`` (1 = one standard network)."""
-        return self.flops(tasks, width) / self.reference_flops
-
-
-def cost_model(config: Config, tasks: Sequence[Any], widths: Sequence[float]) -> CostModel:
-    """Measure stage and head costs at each width from one all-shared network of ``tasks``.
-
-    A group's network is the all-shared tree of the group, whose FLOPs are the stages'
-    plus its heads' (a head sees the same features whatever the group), so one model per
-    width prices every group. Raises BadInput when the backbone cannot take a width
-    (HRNet has no width multiplier), naming the width.
-    """
-    from branchnet.nn.backbones import NUM_STAGES
-    from branchnet.nn.branched import BranchedNet
-    from branchnet.tree import shared_partitions
-
-    names = [t.name for t in tasks]
-    out: dict[float, WidthCosts] = {}
-    for width in widths:
-        cfg = scaled_config(config, width)
-        try:
-            model = BranchedNet(list(tasks), shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
-        except BadInput as exc:
-            if width == 1.0:
-                raise
-            raise BadInput(f"--widths {width:g} (model.width {cfg.model.width:g}): {exc}") from None
-        costs = model.costs()
-        out[float(width)] = WidthCosts(float(width), tuple(costs["stage_flops"]), tuple(costs["stage_params"]),
-                                       dict(costs["head_flops"]), dict(costs["head_params"]))
-    return CostModel(tuple(names), out)
-
-
-# ---------------------------------------------------------------------------------
-# The early-stopping approximation
-
-
-@dataclass(frozen=True)
-class EsaSchedule:
-    """How long each network trains (Sec. 3.3.1, the early-stopping approximation).
-
-    Attributes:
-        fraction: the share F of the configured optimiser steps.
-        full_steps: configured steps, ``epochs x batches_per_epoch`` on the whole split.
-        epochs: epochs actually run, ``ceil(target / batches_per_epoch)``.
-        batches: batches per epoch actually run.
-        train_images: images per epoch (the whole split, or a fixed random subset of
-            ``batches x batch_size x world_size`` images).
-        steps: ``epochs x batches``: ``round(F x full_steps)`` (at least 1) to within
-            ``epochs - 1`` steps above.
-        subset: True when a subset of the training split is used.
-    """
-
-    fraction: float
-    full_steps: int
-    epochs: int
-    batches: int
-    train_images: int
-    steps: int
-    subset: bool
-
-
-def esa_schedule(n_train: int, batches_per_epoch: int, epochs: int, fraction: float, batch_size: int,
-                 world_size: int = 1) -> EsaSchedule:
-    """The schedule that runs ``fraction`` of ``epochs x batches_per_epoch`` optimiser steps.
-
-    Target ``S = max(1, round(F x full_steps))`` steps. They are run as
-    ``E = ceil(S / batches_per_epoch)`` epochs of ``ceil(S / E)`` batches over a fixed
-    random subset of the training split (the same subset for every network), so each
-    image is seen at most once more often than when stopping the full schedule early,
-    and the learning-rate schedule runs its whole course over the shortened run (each
-    candidate is a finished short training, not a snapshot with a high learning rate).
-    ``fraction = 1`` is exactly the configured training on the whole split.
-    """
-    full = epochs * batches_per_epoch
-    if fraction >= 1.0:
-        return EsaSchedule(1.0, full, epochs, batches_per_epoch, n_train, full, False)
-    target = max(1, math.floor(fraction * full + 0.5))
-    run_epochs = math.ceil(target / batches_per_epoch)
-    batches = math.ceil(target / run_epochs)
-    if batches >= batches_per_epoch:
-        return EsaSchedule(fraction, full, run_epochs, batches_per_epoch, n_train, run_epochs * batches_per_epoch,
-                           False)
-    images = batches * batch_size * world_size
-    return EsaSchedule(fraction, full, run_epochs, batches, images, run_epochs * batches, True)
+def network_fingerprint(config: Config, network: Network, schedule: EsaSchedule) -> dict[str, Any]:
+    """What decides a candidate network's training (:func:`branchnet.runs.fingerprint`): the
+    training settings at the network's width, its group, and the (early-stopping) schedule."""
+    return fingerprint("candidate", scaled_config(config, network.width), list(network.tasks),
+                       width=network.width, fraction=schedule.fraction, epochs=schedule.epochs,
+                       steps=schedule.steps, train_images=schedule.train_images)
 
 
 def train_subset(dataset, size: int, seed: int):
@@ -313,76 +80,6 @@ def train_subset(dataset, size: int, seed: int):
 
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     return Subset(dataset, sorted(order[:size].tolist()))
-
-
-# ---------------------------------------------------------------------------------
-# Settings a finished run must share to be reused
-
-
-def network_settings(config: Config, network: Network, schedule: EsaSchedule) -> dict[str, Any]:
-    """What decides a candidate network's training: compared before reusing a run.
-
-    The config minus what does not change the result (device, evaluation frequency,
-    loader workers, dataset location) and minus tasks outside the group.
-    """
-    d = config.to_dict()
-    train = {k: v for k, v in d["train"].items() if k not in ("device", "eval_every")}
-    data = {k: v for k, v in d["data"].items() if k not in ("workers", "root")}
-    entries = {e["name"]: e for e in d["tasks"]}
-    return {
-        "tasks": list(network.tasks), "width": network.width, "model_width": config.model.width * network.width,
-        "fraction": schedule.fraction, "epochs": schedule.epochs, "steps": schedule.steps,
-        "train_images": schedule.train_images,
-        "config": {"seed": d["seed"], "data": data, "model": d["model"], "train": train,
-                   "task_entries": [entries[t] for t in network.tasks]},
-    }
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_trained(directory: Path) -> bool:
-    return (directory / "model.pt").is_file() and (directory / "metrics.json").is_file()
-
-
-def check_existing(directory: Path, name: str, settings: dict[str, Any], *, resume: bool, force: bool) -> str:
-    """``"trained"`` (reuse), ``"resume"``, or ``"train"``; BadInput when a run would be reused wrongly."""
-    if force:
-        return "resume" if resume and (directory / "checkpoint.pt").is_file() else "train"
-    old = _read_json(directory / "settings.json")
-    if is_trained(directory):
-        if old is None:
-            raise BadInput(f"{directory} holds a trained network without settings.json; pass --force to retrain it "
-                           "or use another --runs")
-        diff = _differences(old, settings)
-        if diff:
-            raise BadInput(f"{directory} was trained with other settings ({'; '.join(diff[:3])}); "
-                           "pass --force to retrain it or use another --runs")
-        return "trained"
-    if resume and (directory / "checkpoint.pt").is_file():
-        if old is not None and _differences(old, settings):
-            diff = _differences(old, settings)
-            raise BadInput(f"{directory} was started with other settings ({'; '.join(diff[:3])}); "
-                           "drop --resume to start it over")
-        return "resume"
-    return "train"
-
-
-# ---------------------------------------------------------------------------------
-# Branched trees as candidates
 
 
 @dataclass(frozen=True)
@@ -408,7 +105,7 @@ def read_tree_run(path: str | Path, tasks: Sequence[str], costs: CostModel, back
     if not path.is_file():
         raise BadInput(f"--add-tree {path} does not exist; give RUNS/branched/<name>/metrics.json "
                        "written by `branchnet train`")
-    metrics = _read_json(path)
+    metrics = read_json(path)
     if not isinstance(metrics, dict):
         raise BadInput(f"--add-tree {path} is not valid JSON; give a metrics.json written by `branchnet train`")
     for key in ("tasks", "val", "flops", "partitions"):
@@ -439,10 +136,6 @@ def read_tree_run(path: str | Path, tasks: Sequence[str], costs: CostModel, back
             "flops": metrics["flops"]}
     candidate = tree_candidate(tree, losses, reference_flops=costs.reference_flops, name=name)
     return TreeRun(path, candidate, metrics)
-
-
-# ---------------------------------------------------------------------------------
-# The step
 
 
 @dataclass
@@ -479,19 +172,15 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
     """
     import torch
 
-    from branchnet.nn.backbones import NUM_STAGES
-    from branchnet.nn.model_file import save_model
-    from branchnet.data import build_dataset
-    from branchnet.train.engine import fit, make_loader
-    from branchnet.nn.branched import BranchedNet
+    from branchnet.data import build_dataset, prepare_splits, select_tasks
+    from branchnet.nn import NUM_STAGES, BranchedNet
+    from branchnet.train.engine import fit
+    from branchnet.train.loaders import make_loader
     from branchnet.tree import shared_partitions
-    from branchnet.steps.train_single import model_metrics, prepare_data, select_tasks
 
     runs = Path(runs)
     note = (lambda _message: None) if quiet else say
     selected = select_tasks(config, tasks)
-    if len({t.name for t in selected}) != len(selected):
-        raise BadInput("--task names a task twice; give each task once")
     names = [t.name for t in selected]
     by_name = {t.name: t for t in selected}
     max_size, fraction, widths = check_plan(names, max_size, fraction, widths, widths_for, predict_higher_order)
@@ -506,37 +195,34 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
     plan = plan_networks(names, max_size, widths, widths_for, predict_higher_order)
 
     # The schedule depends only on the size of the training split.
-    prepare_data(config, ("train", "val", "test"), names)
+    prepare_splits(config, ("train", "val", "test"), names)
     first_train = build_dataset(config, "train", names[:1])
     batches_per_epoch = len(make_loader(first_train, config.train.batch_size, 0, train=True, seed=config.seed))
     schedule = esa_schedule(len(first_train), batches_per_epoch, config.train.epochs, fraction,
                             config.train.batch_size, dist_utils.world_size())
-    settings = {net.name: network_settings(config, net, schedule) for net in plan}
-    actions = {net.name: check_existing(network_dir(runs, net), net.name, settings[net.name],
-                                        resume=resume, force=force) for net in plan}
+    plans = {net.name: plan_network(network_dir(runs, net), network_fingerprint(config, net, schedule),
+                                    f"groupings/{net.name}", force=force, resume=resume) for net in plan}
     out_root = groupings_dir(runs)
     if dist_utils.is_main():
         ensure_writable_dir(out_root)
     if schedule.subset:
         note(f"groupings: early-stopping approximation: {schedule.steps} of {schedule.full_steps} steps "
-            f"({schedule.epochs} epoch(s) x {schedule.batches} batches over {schedule.train_images} images)")
+             f"({schedule.epochs} epoch(s) x {schedule.batches} batches over {schedule.train_images} images)")
 
     metrics_of: dict[str, dict[str, Any]] = {}
     status: dict[str, str] = {}
     for index, net in enumerate(plan, start=1):
-        out_dir = network_dir(runs, net)
+        step = plans[net.name]
+        out_dir = step.directory
         label = f"groupings/{net.name}"
-        if actions[net.name] == "trained":
-            note(f"{label}: already trained, skipped (--force retrains)")
-            metrics_of[net.name] = _read_json(out_dir / "metrics.json") or {}
+        if step.note:
+            note(step.note)
+        if step.action == "reuse":
+            metrics_of[net.name] = read_metrics(out_dir, label, "pass --force to retrain it")
             status[net.name] = "skipped"
             continue
         if dist_utils.is_main():
             ensure_writable_dir(out_dir)
-            if actions[net.name] == "train":
-                (out_dir / "checkpoint.pt").unlink(missing_ok=True)
-            atomic_write_json(out_dir / "settings.json", settings[net.name])
-        dist_utils.barrier()
         cfg = scaled_config(config, net.width)
         group_tasks = [by_name[t] for t in net.tasks]
         torch.manual_seed(config.seed)
@@ -545,21 +231,17 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
         train_set = train_subset(splits["train"], schedule.train_images, config.seed) if schedule.subset \
             else splits["train"]
         result = fit(model, group_tasks, cfg, out_dir, train_set, splits["val"], splits["test"],
-                     resume=actions[net.name] == "resume", quiet=quiet, label=f"{label} ({index}/{len(plan)})",
-                     epochs=schedule.epochs)
-        metrics = model_metrics(model, None, result, cfg)
-        metrics.update({"name": net.name, "group": list(net.tasks), "width": net.width,
-                        "model_width": cfg.model.width, "fraction": schedule.fraction, "steps": schedule.steps,
-                        "full_steps": schedule.full_steps, "train_images": schedule.train_images})
-        if dist_utils.is_main():
-            save_model(out_dir / "model.pt", model, cfg, "candidate", {"group": list(net.tasks), "width": net.width})
-            atomic_write_json(out_dir / "metrics.json", metrics)
-            (out_dir / "checkpoint.pt").unlink(missing_ok=True)
-        dist_utils.barrier()
+                     resume=step.action == "resume", quiet=quiet, label=f"{label} ({index}/{len(plan)})",
+                     epochs=schedule.epochs, fingerprint=step.fingerprint)
+        metrics = network_metrics(model, result, cfg, name=net.name, group=list(net.tasks), width=net.width,
+                                  model_width=cfg.model.width, fraction=schedule.fraction, steps=schedule.steps,
+                                  full_steps=schedule.full_steps, train_images=schedule.train_images)
+        commit_network(out_dir, model, cfg, "candidate", step.fingerprint, metrics,
+                       {"group": list(net.tasks), "width": net.width})
         metrics_of[net.name] = metrics
-        status[net.name] = "resumed" if actions[net.name] == "resume" else "trained"
+        status[net.name] = "resumed" if step.action == "resume" else "trained"
         note(f"{label}: val loss " + ", ".join(f"{t} {metrics['val'][t]['loss']:.4g}" for t in net.tasks)
-            + f" ({result.seconds:.0f}s)")
+             + f" ({result.seconds:.0f}s)")
 
     # The table: trained networks, then HOA predictions, then trees.
     rows: list[dict[str, Any]] = []
@@ -606,7 +288,8 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
         write_candidates(csv_path, table)
         atomic_write_json(json_path, document)
     dist_utils.barrier()
-    return GroupingsResult(table, rows, costs.reference_flops, csv_path, json_path, schedule, settings)
+    return GroupingsResult(table, rows, costs.reference_flops, csv_path, json_path, schedule,
+                           {name: step.fingerprint for name, step in plans.items()})
 
 
 def _predict_higher_order(table: CandidateTable, plan: Sequence[Network], names: Sequence[str], max_size: int,

@@ -1,10 +1,17 @@
 """Step 4 of the pipeline: train a branched network from a tree (``branchnet train``).
 
-``tree`` is a ``tree.json`` from ``branchnet build``, or ``shared`` (one group at every
-stage: the usual multi-task baseline) or ``separate`` (one branch per task from the
-root: the single-task networks side by side). Writes
-``<runs>/branched/<name>/model.pt`` and ``metrics.json`` with per-task metrics, params,
-FLOPs and the multi-task delta against the single-task models.
+``tree`` is a ``tree.json`` from ``branchnet build`` (or written by hand: only tasks,
+locations and partitions are needed), or ``shared`` (one group at every stage: the usual
+multi-task baseline) or ``separate`` (one branch per task from the root: the single-task
+networks side by side). Writes ``<runs>/branched/<name>/`` (:mod:`branchnet.runs`) with
+per-task metrics, params, FLOPs and the multi-task delta against the single-task models.
+
+The fair protocol is the default (``branched.init: random``): the branched network starts
+from the same random encoder as the single-task models (same seed) and trains with the
+same schedule, as the papers train every network. With ``init: first`` or ``average`` it
+starts from the trained single-task weights and trains the full schedule again, so its
+Δ_MTL compares networks trained longer than their baselines; metrics.json and the report
+say so beside every Δ.
 """
 
 from __future__ import annotations
@@ -14,27 +21,20 @@ from typing import Any
 
 import torch
 
-from branchnet.train import distributed as dist_utils
-from branchnet.nn.backbones import NUM_STAGES
-from branchnet.nn.model_file import save_model
+from branchnet.atomic import ensure_writable_dir, load_checkpoint
 from branchnet.config import Config
-from branchnet.data import build_dataset, build_tasks
-from branchnet.tasks.delta import multi_task_delta
-from branchnet.train.engine import fit
+from branchnet.data import build_dataset, build_tasks, prepare_splits
 from branchnet.errors import BadInput
-from branchnet.atomic import atomic_write_json, ensure_writable_dir
-from branchnet.nn.branched import BranchedNet
-from branchnet.tree import Partitions
+from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.steps.train_single import load_single_states, model_metrics, prepare_data, read_single_metrics
-from branchnet.tree import load_tree, separate_partitions, shared_partitions
+from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, commit_network, find_baselines, fingerprint,
+                            network_metrics, plan_network, read_metrics)
+from branchnet.tasks import multi_task_delta
+from branchnet.train import distributed as dist_utils
+from branchnet.train.engine import fit
+from branchnet.tree import Partitions, load_tree, separate_partitions, shared_partitions
 
-BRANCHED_DIR = "branched"
 TREE_NAMES = ("shared", "separate")
-
-
-def branched_dir(runs: Path, name: str) -> Path:
-    return Path(runs) / BRANCHED_DIR / name
 
 
 def resolve_tree(spec: str | Path, config: Config) -> tuple[Partitions, str, dict[str, Any]]:
@@ -67,45 +67,94 @@ def resolve_tree(spec: str | Path, config: Config) -> tuple[Partitions, str, dic
     return tree.partitions, path.stem, {"kind": "tree", "path": str(path), **tree.to_json()}
 
 
+def delta_protocol(config: Config, baselines: Baselines) -> tuple[str, list[str]]:
+    """How a Δ_MTL was obtained: ``("fair" | "init-from-single" | "named-baselines", notes)``.
+
+    Fair: same init and schedule as baselines trained with the same settings. Every other
+    case carries a note in plain words, written beside the Δ in metrics.json and the report.
+    """
+    notes = []
+    protocol = "fair"
+    if config.branched.init != "random":
+        protocol = "init-from-single"
+        notes.append(f"branched.init={config.branched.init}: the network started from the trained single-task "
+                     "weights and trained the full schedule again, so its Δ_MTL compares networks trained longer "
+                     "than their baselines (the fair protocol is branched.init: random)")
+    if not baselines.matched:
+        protocol = "named-baselines" if protocol == "fair" else protocol
+        differs = "; ".join(f"{t}: {d}" for t, d in baselines.differences.items())
+        notes.append(f"Δ_MTL is against the named baselines {baselines.source}, trained with other settings ({differs})")
+    return protocol, notes
+
+
+def branched_fingerprint(config: Config, partitions: Partitions, baselines: Baselines) -> dict[str, Any]:
+    """The fingerprint of a branched network: the training settings, its tasks and tree, its init,
+    and (when it starts from them) the single-task weights it starts from."""
+    start = {"init": config.branched.init}
+    if config.branched.init != "random":
+        start["init_from"] = dict(baselines.records)
+    return fingerprint("branched", config, config.task_names, partitions=partitions, **start)
+
+
 def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | None = None,
-                   resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train the branched network of ``tree``; returns (and writes) its metrics."""
+                   resume: bool = False, force: bool = False, quiet: bool = False,
+                   baselines: str | Path | None = None) -> dict[str, Any]:
+    """Train the branched network of ``tree`` (reusing it when trained with the same settings);
+    returns its metrics (also in ``<runs>/branched/<name>/metrics.json``).
+
+    ``baselines`` names another run directory whose single-task models the Δ_MTL is
+    computed against, whatever their settings (recorded as such); by default the run's own
+    single-task models are used and must have been trained with the same settings.
+    """
     runs = Path(runs)
     partitions, default_name, tree_info = resolve_tree(tree, config)
     name = name or default_name
+    if not name or "/" in name or name in (".", ".."):
+        raise BadInput(f"--name '{name}' must be a plain directory name (no '/'), e.g. --name mytree")
     tasks = build_tasks(config)
-    baselines = {t.name: read_single_metrics(runs, t.name) for t in tasks}  # fail before training
-    out_dir = branched_dir(runs, name)
+    found = find_baselines(config, runs, [t.name for t in tasks], baselines)  # fail before training
+    fp = branched_fingerprint(config, partitions, found)
+    plan = plan_network(branched_dir(runs, name), fp, f"branched/{name}", force=force, resume=resume)
+    if plan.note and not quiet:
+        say(plan.note)
+    if plan.action == "reuse":
+        return read_metrics(plan.directory, f"branched/{name}", "retrain it with --force")
+    out_dir = plan.directory
+    model = build_branched(config, tasks, partitions, tree_info)
+    if config.branched.init != "random":
+        source = Path(found.source)  # the baselines' directory: the weights recorded in the fingerprint
+        states = {t: load_checkpoint(source / t / MODEL_FILE)["state_dict"] for t in model.task_names}
+        model.init_from_single(states, config.branched.init)
     if dist_utils.is_main():
         ensure_writable_dir(out_dir)
-    prepare_data(config, ("train", "val", "test"))
+    prepare_splits(config, ("train", "val", "test"))
+    splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
+    result = fit(model, tasks, config, out_dir, splits["train"], splits["val"], splits["test"],
+                 resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp)
+    protocol, notes = delta_protocol(config, found)
+    delta: dict[str, Any] = {
+        split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in found.metrics.items()}, tasks)
+        for split in ("val", "test")
+    }
+    delta.update(protocol=protocol, notes=notes, baselines=found.describe())
+    metrics = network_metrics(model, result, config, name=name, tree=tree_info, init=config.branched.init,
+                              weighting=config.train.weighting, delta_mtl=delta)
+    commit_network(out_dir, model, config, "branched", fp, metrics, {"tree": tree_info})
+    test = metrics["delta_mtl"]["test"]["delta_mtl"]
+    say(f"branched/{name}: test delta_mtl = {test:+.2f}%" + (" (" + protocol + ")" if protocol != "fair" else "")
+        + f" ({metrics['params'] / 1e6:.2f}M params, {metrics['flops'] / 1e9:.3f} GFLOPs)")
+    return metrics
+
+
+def build_branched(config: Config, tasks: list, partitions: Partitions, tree_info: dict[str, Any]) -> BranchedNet:
+    """The branched network of ``partitions`` from the config's seed (the single-task models' encoder
+    init); a tree.json that records its params must count the same."""
     torch.manual_seed(config.seed)
     model = BranchedNet(tasks, partitions, config.model, config.image_size)
-    if tree_info.get("params") is not None and tree_info.get("backbone"):
+    if tree_info.get("params") and tree_info.get("backbone"):
         params = sum(p.numel() for p in model.parameters())
         if int(tree_info["params"]) != params:
             raise BadInput(f"tree {tree_info['path']} counts {tree_info['params']} parameters but this config's "
                            f"network has {params}: it was built for other heads or another input size; "
                            "rebuild it from this run's affinity.npz")
-    if config.branched.init != "random":
-        model.init_from_single(load_single_states(runs, model.task_names), config.branched.init)
-    splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
-    result = fit(model, tasks, config, out_dir, splits["train"], splits["val"], splits["test"],
-                 resume=resume, quiet=quiet, label=f"branched/{name}")
-    metrics = model_metrics(model, None, result, config)
-    metrics["name"] = name
-    metrics["tree"] = tree_info
-    metrics["init"] = config.branched.init
-    metrics["weighting"] = config.train.weighting
-    metrics["delta_mtl"] = {
-        split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in baselines.items()}, tasks)
-        for split in ("val", "test")
-    }
-    if dist_utils.is_main():
-        save_model(out_dir / "model.pt", model, config, "branched", {"tree": tree_info})
-        atomic_write_json(out_dir / "metrics.json", metrics)
-        (out_dir / "checkpoint.pt").unlink(missing_ok=True)
-    dist_utils.barrier()
-    say(f"branched/{name}: test delta_mtl = {metrics['delta_mtl']['test']['delta_mtl']:+.2f}% "
-        f"({metrics['params'] / 1e6:.2f}M params, {metrics['flops'] / 1e9:.3f} GFLOPs)")
-    return metrics
+    return model

@@ -73,3 +73,45 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _reduce_device(tensor: torch.Tensor) -> torch.device:
+    """Where a collective runs: the tensor's device for NCCL (cuda), the CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over all ranks (``tensor`` itself outside torch.distributed)."""
+    if not is_distributed():
+        return tensor
+    work = tensor.detach().to(_reduce_device(tensor)).clone()
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(tensor.device)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``tensor`` over all ranks."""
+    if not is_distributed():
+        return tensor
+    return all_reduce_sum(tensor.double()).div(world_size()).to(tensor.dtype)
+
+
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise minimum of ``tensor`` over all ranks."""
+    if not is_distributed():
+        return tensor
+    work = tensor.detach().to(_reduce_device(tensor)).clone()
+    dist.all_reduce(work, op=dist.ReduceOp.MIN)
+    return work.to(tensor.device)
+
+
+def average_gradients(parameters) -> None:
+    """Average the gradients of ``parameters`` over all ranks (for parameters DDP does not
+    wrap, such as the loss weighting's)."""
+    if not is_distributed():
+        return
+    for p in parameters:
+        if p.grad is not None:
+            p.grad.copy_(all_reduce_mean(p.grad))

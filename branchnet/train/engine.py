@@ -1,160 +1,55 @@
-"""Training and evaluation of any network that maps images to ``{task: prediction}``.
+"""The training loop shared by single-task, branched and candidate networks.
 
-One loop serves single-task models, branched networks and candidate networks. It is
-seeded per epoch (so a run resumed from its per-epoch checkpoint reproduces the
-uninterrupted run exactly on the CPU), uses cuda and mixed precision when present,
+:func:`fit` trains any network that maps images (B, 3, H, W) to ``{task: prediction}``. It
+is seeded per epoch (a run resumed from its per-epoch checkpoint reproduces the
+uninterrupted run exactly on the CPU), uses CUDA and mixed precision when present and
 DistributedDataParallel under ``torchrun``, and shows a progress bar.
+
+Nothing inside a step reads a value back to the host: the losses are summed on the device
+and read once per epoch (and by the progress view at most every
+:data:`~branchnet.train.guard.SYNC_SECONDS`), and divergence is flagged on the device
+(:mod:`branchnet.train.guard`). Methods that need more than a loss weighting plug in as
+:mod:`hooks <branchnet.train.hooks>`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 
-from branchnet.train import distributed as dist_utils
-from branchnet.config import Config, TrainConfig
-from branchnet.train.devices import resolve_device
-from branchnet.errors import BadInput
 from branchnet.atomic import atomic_torch_save, load_checkpoint
+from branchnet.config import Config
+from branchnet.errors import BadInput
 from branchnet.progress import progress_bar, say
 from branchnet.tasks import Task
-from branchnet.train.weighting import LossWeighting, build_weighting, finite_or_raise
+from branchnet.train import distributed as dist_utils
+from branchnet.train.devices import resolve_device
+from branchnet.train.evaluate import evaluate
+from branchnet.train.guard import DDP_CHECK_STEPS, SYNC_SECONDS, DivergenceGuard
+from branchnet.train.history import TensorBoardLog, write_history
+from branchnet.train.hooks import FitContext, TrainingHook
+from branchnet.train.loaders import epoch_seed, make_loader, to_device
+from branchnet.train.optim import build_optimizer, lr_multiplier
+from branchnet.train.precision import Precision
+from branchnet.train.weighting import LossWeighting, build_weighting
 
-CHECKPOINT_FORMAT = "branchnet.checkpoint/1"
-
-
-@dataclass
-class Precision:
-    """Mixed precision on cuda: bfloat16 where supported (no scaler), else float16 + scaler."""
-
-    enabled: bool
-    dtype: torch.dtype = torch.float32
-    scaler: Any = None
-
-    @classmethod
-    def for_device(cls, device: torch.device, amp: bool) -> "Precision":
-        if device.type != "cuda" or not amp:
-            return cls(False)
-        if torch.cuda.is_bf16_supported():
-            return cls(True, torch.bfloat16)
-        return cls(True, torch.float16, torch.amp.GradScaler("cuda"))
-
-    def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.dtype)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch`` (independent of how many epochs ran before a resume)."""
-    return (seed * 1_000_003 + epoch * 7919) % (2 ** 31)
-
-
-def lr_multiplier(step: int, total: int, schedule: str) -> float:
-    """Learning-rate factor at optimiser step ``step`` of ``total``."""
-    progress = min(step / max(total, 1), 1.0)
-    if schedule == "poly":
-        return (1.0 - progress) ** 0.9
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def build_optimizer(parameters, train: TrainConfig) -> torch.optim.Optimizer:
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
-
-
-def make_loader(dataset: Dataset, batch_size: int, workers: int, *, train: bool, seed: int = 0,
-                epoch: int = 0, device: torch.device | None = None) -> DataLoader:
-    """A loader over this process's share of ``dataset``.
-
-    Training: shuffled with a generator seeded by (seed, epoch), last incomplete batch
-    dropped (BatchNorm needs more than one sample); under torch.distributed each rank
-    takes every world-th item of the same permutation. Evaluation: in order, each rank
-    its own shard, nothing repeated.
-    """
-    world, rank = dist_utils.world_size(), dist_utils.rank()
-    pin = device is not None and device.type == "cuda"
-    if train:
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        if world > 1:
-            order = torch.randperm(len(dataset), generator=generator).tolist()
-            usable = len(order) - len(order) % world
-            sampler = order[rank:usable:world]
-        else:
-            sampler = RandomSampler(dataset, generator=generator)
-        if len(dataset) // world < batch_size:
-            raise BadInput(f"the training split has {len(dataset)} images, fewer than one batch of "
-                           f"{batch_size} per process; lower train.batch_size or enlarge data.splits.train")
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
-                          num_workers=workers, pin_memory=pin, persistent_workers=False)
-    sampler = dist_utils.ShardSampler(len(dataset), rank, world)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin)
-
-
-def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, tasks: Sequence[Task], loader: DataLoader, device: torch.device,
-             precision: Precision | None = None, quiet: bool = True, label: str = "evaluating"
-             ) -> dict[str, dict[str, float]]:
-    """Split-level metrics ``{task: {metric: value}}`` (summed over ranks when distributed)."""
-    precision = precision or Precision(False)
-    was_training = model.training
-    model.eval()
-    metrics = {t.name: t.new_metrics() for t in tasks}
-    with progress_bar(quiet or not dist_utils.is_main()) as bar:
-        job = bar.add_task(label, total=len(loader))
-        for images, targets in loader:
-            images, targets = _to(images, device), _to(targets, device)
-            with precision.autocast():
-                outputs = model(images)
-            for task in tasks:
-                metrics[task.name].update(outputs[task.name].float(), targets[task.name])
-            bar.advance(job)
-    model.train(was_training)
-    result = {}
-    for name, m in metrics.items():
-        m.all_reduce()
-        result[name] = m.compute()
-    return result
-
-
-def shared_layer(model: nn.Module) -> nn.Parameter | None:
-    """GradNorm's W: the last weight of the deepest node shared by all tasks, or None."""
-    partitions = getattr(model, "partitions", None)
-    if not partitions:
-        return None
-    shared_depths = [d for d, p in enumerate(partitions) if len(p) == 1]
-    if not shared_depths or shared_depths[0] != 0:
-        return None
-    deepest = max(d for d in shared_depths if all(len(partitions[k]) == 1 for k in range(d + 1)))
-    node = model.nodes[model.node_key(deepest, 0)]
-    weights = [p for p in node.parameters() if p.ndim >= 2]
-    return weights[-1] if weights else None
+CHECKPOINT_FORMAT = "branchnet.checkpoint/2"
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.csv"
 
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` returns: final metrics, the per-epoch history, timing."""
+    """What :func:`fit` returns: final metrics, the per-epoch history, timing.
+
+    ``seconds`` and ``images_per_second`` cover the whole training, resumed parts included.
+    """
 
     val: dict[str, dict[str, float]]
     test: dict[str, dict[str, float]]
@@ -165,56 +60,69 @@ class TrainResult:
     world_size: int = 1
 
 
-def _checkpoint_config(config: Config) -> dict[str, Any]:
-    """The parts of a config that must not change across a resume."""
-    d = config.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "eval_every")}
-    d["data"] = {k: v for k, v in d["data"].items() if k != "workers"}
-    return d
+def default_fingerprint(config: Config, tasks: Sequence[Task]) -> dict[str, Any]:
+    """What a checkpoint must share to be resumed when the caller gives no fingerprint."""
+    from branchnet.runs import fingerprint
+
+    return fingerprint("fit", config, [t.name for t in tasks])
 
 
 def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, train_set: Dataset,
         val_set: Dataset, test_set: Dataset | None = None, *, resume: bool = False, quiet: bool = False,
-        label: str = "training", epochs: int | None = None, weighting: LossWeighting | None = None
-        ) -> TrainResult:
+        label: str = "training", epochs: int | None = None, weighting: LossWeighting | None = None,
+        hooks: Sequence[TrainingHook] = (), fingerprint: Mapping[str, Any] | None = None) -> TrainResult:
     """Train ``model`` on ``tasks`` for ``epochs`` (default ``config.train.epochs``).
 
-    Writes ``out_dir/checkpoint.pt`` after every epoch (rank 0, atomically); with
-    ``resume`` an existing checkpoint made with the same config is continued. Returns
-    the final validation and test metrics and the history. The caller saves the model.
+    After every epoch, rank 0 writes ``out_dir/checkpoint.pt`` (model, optimiser, weighting,
+    hooks, history, timing and ``fingerprint``) and ``out_dir/history.csv`` atomically.
+    With ``resume`` an existing checkpoint with the same fingerprint and number of epochs is
+    continued (another one is a :class:`BadInput`). Returns the final validation and test
+    metrics and the history; saving the model is the caller's (:func:`branchnet.runs.commit_network`).
     """
+    from branchnet.runs import checkpoint_mismatch, json_safe
+
     train_cfg = config.train
     epochs = epochs or train_cfg.epochs
     device = resolve_device(train_cfg.device)
     precision = Precision.for_device(device, train_cfg.amp)
     model.to(device)
     names = [t.name for t in tasks]
-    weighting = weighting or build_weighting(train_cfg.weighting, names, train_cfg.loss_weights, shared_layer(model))
+    fingerprint = json_safe(dict(fingerprint or default_fingerprint(config, tasks)))
+    shared = model.last_shared_weight() if train_cfg.weighting == "gradnorm" else None
+    weighting = weighting or build_weighting(train_cfg.weighting, names, train_cfg.loss_weights, shared)
     weighting.to(device)
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    extra = [p for p in weighting.parameters() if p.requires_grad]
-    if extra:
-        params.append({"params": extra, "weight_decay": 0.0})
+    weighting_params = [p for p in weighting.parameters() if p.requires_grad]
+    if weighting_params:
+        params.append({"params": weighting_params, "weight_decay": 0.0})
     optimizer = build_optimizer(params, train_cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     net: nn.Module = model
     if dist_utils.is_distributed():
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    ckpt_path = Path(out_dir) / "checkpoint.pt"
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_FILE
     start_epoch, step, history = 0, 0, []
+    seconds_before, images_before = 0.0, 0
+    hook_states: dict[str, Any] = {}
     if ckpt_path.is_file() and resume:
         state = load_checkpoint(ckpt_path, map_location=device)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("config") != _checkpoint_config(config) \
-                or state.get("epochs") != epochs:
-            raise BadInput(f"checkpoint {ckpt_path} was made with different settings; "
-                           "resume with the same config, or start over with --force")
+        why = checkpoint_mismatch(state.get("fingerprint"), fingerprint) if state.get("format") == CHECKPOINT_FORMAT \
+            else "it was written by another version of branchnet"
+        if why is None and state.get("epochs") != epochs:
+            why = f"epochs {state.get('epochs')} -> {epochs}"
+        if why is not None:
+            raise BadInput(f"checkpoint {ckpt_path} cannot be resumed with these settings ({why}); "
+                           "resume with the same settings, or drop --resume to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         weighting.load_state_dict(state["weighting"])
         if precision.scaler is not None and state.get("scaler"):
             precision.scaler.load_state_dict(state["scaler"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        seconds_before, images_before = float(state.get("seconds", 0.0)), int(state.get("images", 0))
+        hook_states = state.get("hooks") or {}
         say(f"{label}: resuming after epoch {start_epoch}/{epochs}")
     elif ckpt_path.is_file() and dist_utils.is_main():
         say(f"{label}: an interrupted run was found and is started over (pass --resume to continue it)")
@@ -223,68 +131,125 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     steps_per_epoch = len(make_loader(train_set, train_cfg.batch_size, workers, train=True, seed=config.seed,
                                       epoch=0, device=device))
     total_steps = steps_per_epoch * epochs
+    ctx = FitContext(model=model, net=net, tasks=list(tasks), optimizer=optimizer, device=device, epochs=epochs,
+                     steps_per_epoch=steps_per_epoch, seed=config.seed, precision=precision, epoch=start_epoch,
+                     step=step)
+    for hook in hooks:
+        if hook.name in hook_states:
+            hook.load_state_dict(hook_states[hook.name])
+        hook.on_fit_start(ctx)
     val_loader = make_loader(val_set, train_cfg.batch_size, workers, train=False, device=device)
     val_metrics: dict[str, dict[str, float]] = {}
+    guard = DivergenceGuard(names, device)
+    distributed = dist_utils.is_distributed()
+    world = dist_utils.world_size()
+    board = TensorBoardLog(out_dir) if dist_utils.is_main() else None
     started = time.perf_counter()
     images_seen = 0
     quiet_here = quiet or not dist_utils.is_main()
-    with progress_bar(quiet_here) as bar:
-        job = bar.add_task(label, total=total_steps, completed=step)
-        for epoch in range(start_epoch, epochs):
-            torch.manual_seed(epoch_seed(config.seed, epoch) + dist_utils.rank())
-            loader = make_loader(train_set, train_cfg.batch_size, workers, train=True, seed=config.seed,
-                                 epoch=epoch, device=device)
-            net.train()
-            sums = torch.zeros(len(names), dtype=torch.float64)
-            batches = 0
-            for images, targets in loader:
-                images, targets = _to(images, device), _to(targets, device)
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * lr_multiplier(step, total_steps, train_cfg.schedule)
-                with precision.autocast():
-                    outputs = net(images)
-                    losses = {t.name: t.loss(outputs[t.name].float(), targets[t.name]) for t in tasks}
-                    total = weighting.combine(losses)
-                if batches % 20 == 0:
-                    finite_or_raise(losses)
-                optimizer.zero_grad(set_to_none=True)
-                if precision.scaler is not None:
-                    precision.scaler.scale(total).backward()
-                    precision.scaler.unscale_(optimizer)
-                else:
-                    total.backward()
-                if train_cfg.clip_grad > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad)
-                if precision.scaler is not None:
-                    precision.scaler.step(optimizer)
-                    precision.scaler.update()
-                else:
-                    optimizer.step()
-                sums += torch.tensor([float(losses[n].detach()) for n in names], dtype=torch.float64)
-                batches += 1
-                step += 1
-                images_seen += images.shape[0] * dist_utils.world_size()
-                bar.update(job, advance=1, description=f"{label} e{epoch + 1}/{epochs} loss {float(total.detach()):.3f}")
-            mean_losses = {n: float(sums[i] / max(batches, 1)) for i, n in enumerate(names)}
-            weighting.epoch_end(mean_losses)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_losses, "weights": weighting.weights()}
-            if (epoch + 1) % train_cfg.eval_every == 0 or epoch + 1 == epochs:
-                val_metrics = evaluate(model, tasks, val_loader, device, precision)
-                record["val"] = val_metrics
-                summary = ", ".join(f"{t.name} {t.main_metric}={val_metrics[t.name][t.main_metric]:.4g}" for t in tasks)
-                if not quiet_here:
-                    say(f"{label} epoch {epoch + 1}/{epochs}: {summary}")
-            history.append(record)
-            if dist_utils.is_main():
-                atomic_torch_save(ckpt_path, {
-                    "format": CHECKPOINT_FORMAT, "config": _checkpoint_config(config), "epochs": epochs,
-                    "epoch": epoch + 1, "step": step, "history": history,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "weighting": weighting.state_dict(),
-                    "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-                })
-            dist_utils.barrier()
-    seconds = time.perf_counter() - started
+    try:
+        with progress_bar(quiet_here) as bar:
+            job = bar.add_task(label, total=total_steps, completed=step)
+            last_read = time.perf_counter()
+            for epoch in range(start_epoch, epochs):
+                ctx.epoch = epoch
+                epoch_started = time.perf_counter()
+                torch.manual_seed(epoch_seed(config.seed, epoch) + dist_utils.rank())
+                loader = make_loader(train_set, train_cfg.batch_size, workers, train=True, seed=config.seed,
+                                     epoch=epoch, device=device)
+                net.train()
+                sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+                batches = 0
+                epoch_images = 0
+                for images, targets in loader:
+                    images, targets = to_device(images, device), to_device(targets, device)
+                    for group, base in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base * lr_multiplier(step, total_steps, train_cfg.schedule)
+                    for hook in hooks:
+                        hook.before_step(ctx, images, targets)
+                    with precision.autocast():
+                        outputs = net(images)
+                        losses = {t.name: t.loss(outputs[t.name].float(), targets[t.name]) for t in tasks}
+                        total = weighting.combine(losses)
+                    stacked = torch.stack([losses[n].detach() for n in names])
+                    guard.observe(stacked, step)
+                    optimizer.zero_grad(set_to_none=True)
+                    if precision.scaler is not None:
+                        precision.scaler.scale(total).backward()
+                        precision.scaler.unscale_(optimizer)
+                    else:
+                        total.backward()
+                    dist_utils.average_gradients(weighting_params)
+                    if train_cfg.clip_grad > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad)
+                    if precision.scaler is not None:
+                        precision.scaler.step(optimizer)
+                        precision.scaler.update()
+                    else:
+                        optimizer.step()
+                    sums += stacked.double()
+                    batches += 1
+                    step += 1
+                    ctx.step = step
+                    epoch_images += images.shape[0] * world
+                    for hook in hooks:
+                        hook.after_step(ctx)
+                    description = None
+                    if distributed:
+                        if step % DDP_CHECK_STEPS == 0:
+                            guard.check(steps_per_epoch, ctx.lr)
+                    elif time.perf_counter() - last_read >= SYNC_SECONDS:
+                        guard.check(steps_per_epoch, ctx.lr)  # the one read-back, with the loss shown
+                        description = f"{label} e{epoch + 1}/{epochs} loss {float(total.detach()):.3f}"
+                        last_read = time.perf_counter()
+                    if description is not None:
+                        bar.update(job, advance=1, description=description)
+                    else:
+                        bar.update(job, advance=1)
+                guard.check(steps_per_epoch, ctx.lr)
+                # the epoch's mean loss per task over every rank's batches (DWA needs the global one)
+                sums = dist_utils.all_reduce_sum(sums)
+                count = batches * world
+                mean_losses = {n: float(v) / max(count, 1) for n, v in zip(names, sums.tolist())}
+                weighting.epoch_end(mean_losses)
+                images_seen += epoch_images
+                epoch_seconds = time.perf_counter() - epoch_started
+                record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_losses,
+                                          "weights": weighting.weights(), "lr": ctx.lr,
+                                          "images_per_second": round(epoch_images / epoch_seconds, 1)
+                                          if epoch_seconds > 0 else None,
+                                          "seconds": round(epoch_seconds, 2)}
+                if (epoch + 1) % train_cfg.eval_every == 0 or epoch + 1 == epochs:
+                    val_metrics = evaluate(model, tasks, val_loader, device, precision)
+                    record["val"] = val_metrics
+                    summary = ", ".join(f"{t.name} {t.main_metric}={val_metrics[t.name][t.main_metric]:.4g}"
+                                        for t in tasks)
+                    if not quiet_here:
+                        say(f"{label} epoch {epoch + 1}/{epochs}: {summary}")
+                for hook in hooks:
+                    hook.on_epoch_end(ctx, record)
+                record = json_safe(record)
+                history.append(record)
+                if dist_utils.is_main():
+                    atomic_torch_save(ckpt_path, {
+                        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epochs": epochs,
+                        "epoch": epoch + 1, "step": step, "history": history,
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "weighting": weighting.state_dict(),
+                        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+                        "hooks": {hook.name: hook.state_dict() for hook in hooks},
+                        "seconds": seconds_before + time.perf_counter() - started,
+                        "images": images_before + images_seen,
+                    })
+                    write_history(out_dir / HISTORY_FILE, history)
+                    if board is not None:
+                        board.log(record)
+                dist_utils.barrier()
+    finally:
+        if board is not None:
+            board.close()
+    seconds = seconds_before + time.perf_counter() - started
+    images_total = images_before + images_seen
     if not val_metrics:  # resumed after the last epoch
         val_metrics = evaluate(model, tasks, val_loader, device, precision)
     test_metrics: dict[str, dict[str, float]] = {}
@@ -292,5 +257,5 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
         test_loader = make_loader(test_set, train_cfg.batch_size, workers, train=False, device=device)
         test_metrics = evaluate(model, tasks, test_loader, device, precision)
     return TrainResult(val=val_metrics, test=test_metrics, history=history, seconds=seconds,
-                       images_per_second=images_seen / seconds if seconds > 0 and images_seen else 0.0,
-                       device=str(device), world_size=dist_utils.world_size())
+                       images_per_second=images_total / seconds if seconds > 0 and images_total else 0.0,
+                       device=str(device), world_size=world)

@@ -16,7 +16,6 @@ The fixed ``train.loss_weights`` multiply every scheme's weights.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -128,8 +127,8 @@ class GradNormWeighting(LossWeighting):
             both /= dist.get_world_size()
             values, norms = both[: len(self.tasks)], both[len(self.tasks):]
         values, norms = values.to(self.current.device), norms.to(self.current.device)
-        if not torch.any(self.initial > 0):
-            self.initial = values.clamp_min(1e-12)
+        # the first step's losses are the reference L_i(0) (set on the device, no read-back)
+        self.initial = torch.where(self.initial > 0, self.initial, values.clamp_min(1e-12))
         ratio = values / self.initial
         rate = ratio / ratio.mean()
         g = self.current * norms
@@ -153,11 +152,3 @@ def build_weighting(name: str, tasks: Sequence[str], fixed: dict[str, float] | N
     if name == "gradnorm":
         return GradNormWeighting(tasks, fixed, shared=shared)
     return WEIGHTINGS[name](tasks, fixed)
-
-
-def finite_or_raise(losses: dict[str, torch.Tensor]) -> None:
-    """Stop early with a clear message when a loss diverges."""
-    for task, value in losses.items():
-        if not math.isfinite(float(value.detach())):
-            raise BadInput(f"training diverged: the loss of task '{task}' became {float(value.detach())}; "
-                           "lower train.lr or enable gradient clipping (train.clip_grad)")

@@ -76,7 +76,7 @@ class Tree:
         return [len(p) for p in self.partitions]
 
     def to_json(self) -> dict[str, Any]:
-        """The ``tree.json`` object (DESIGN.md, "File formats"), plus branchnet's extra keys."""
+        """The ``tree.json`` object (docs/design.md, "File formats"), plus branchnet's extra keys."""
         out: dict[str, Any] = {
             "tasks": list(self.tasks),
             "locations": list(self.locations),

@@ -24,7 +24,7 @@ import numpy as np
 
 from branchnet.affinity import AffinityData
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.tree.search.problem import (TIE_TOL, Problem, better, canonical_labels, labels_to_partitions,
+from branchnet.tree.search.problem import (TIE_TOL, Problem, canonical_labels, labels_to_partitions,
                                       separate_labels, shared_labels, within)
 from branchnet.tree import Tree
 from branchnet.units import format_count

@@ -1,6 +1,6 @@
 """Exact tree search: a dynamic program over task subsets with Pareto sets and bounds.
 
-The problem (Vandenhende et al., Section 3.2; DESIGN.md "Tree"): choose nested partitions
+The problem (Vandenhende et al., Section 3.2; docs/design.md "Tree"): choose nested partitions
 ``P_0 ⊑ ... ⊑ P_{D-1}`` of N tasks minimising ``sum_d S_d / k_d`` (``S_d`` the sum of the
 group diameters at stage d, ``k_d = |P_d|``) subject to a budget on ``k`` (params and
 FLOPs are linear in k). Brute force is hopeless (billions of chains at N = 10).

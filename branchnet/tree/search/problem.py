@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Two dissimilarities closer than this are a tie (then fewer params wins, DESIGN.md).
+#: Two dissimilarities closer than this are a tie (then fewer params wins, docs/design.md).
 TIE_TOL = 1e-9
 
 
@@ -138,7 +138,7 @@ def level_cost(dist: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
 
 
 def better(a: tuple[float, ...], b: tuple[float, ...] | None) -> bool:
-    """Whether key ``a`` = (dissimilarity, params, flops, ...) beats ``b`` (DESIGN.md ties).
+    """Whether key ``a`` = (dissimilarity, params, flops, ...) beats ``b`` (docs/design.md ties).
 
     Least dissimilarity wins; dissimilarities within :data:`TIE_TOL` tie and then fewer
     params, then fewer FLOPs, then the remaining key entries (compared as tuples) decide.

@@ -1,0 +1,471 @@
+"""The run store: where every artifact of a run directory lives, and whether it may be reused.
+
+A run directory (``runs/<config name>`` by default) holds (docs/design.md, "The pipeline")::
+
+    single/<task>/          one single-task network per task
+    affinity.npz            task affinity (+ affinity.json, heatmaps)
+    tree.json               the tree of the budget (+ tree.png, tree.mmd, sweep.png)
+    branched/<name>/        branched networks (tree, shared, separate, or --name)
+    groupings/<group>/      candidate networks of ``branchnet groupings`` (+ candidates.csv/json)
+    evaluate/               ``branchnet evaluate``'s study
+    report.md|json|png      ``branchnet run``'s report
+
+Every *network directory* holds ``model.pt``, ``metrics.json``, ``history.csv``,
+``curves.png`` and, once finished, ``run.json``: the record that commits the network. It
+stores the network's *fingerprint* (every setting that changes what is trained) and the
+size and SHA-256 of ``model.pt`` and ``metrics.json``. A network counts as trained only
+when its record is readable and the files still match it, so a truncated ``model.pt`` or a
+save that died half-way is never reused. While a network trains, ``checkpoint.pt`` holds its
+last finished epoch (and the same fingerprint, so ``--resume`` refuses other settings).
+
+The reuse rule (docs/design.md, "Reuse rule"): a finished network is reused only when its
+fingerprint equals the one asked for now. Otherwise the step stops with exit code 2 naming
+the first setting that differs, or retrains it with ``--force``. Δ_MTL is computed only
+against single-task baselines whose training settings equal the branched network's (or,
+when the user names them with ``--baselines``, against those, recorded as such).
+
+Everything that decides a path, a fingerprint or reuse lives here; steps only ask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from branchnet.atomic import atomic_write_json
+from branchnet.config import Config
+from branchnet.errors import BadInput
+
+RECORD_FORMAT = "branchnet.run/1"
+
+SINGLE_DIR = "single"
+BRANCHED_DIR = "branched"
+GROUPINGS_DIR = "groupings"
+EVALUATE_DIR = "evaluate"
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+RECORD_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+
+AFFINITY_FILE = "affinity.npz"
+TREE_FILE = "tree.json"
+
+#: Config values that do not change what is trained: where the data is read from and how
+#: fast (``data.root``, ``data.workers``, the scenes generator's ``data.options.workers``),
+#: where and how fast it runs (``train.device``, ``train.compile``, loader settings), how
+#: often the validation split is scored (``train.eval_every``), which checkpoints are kept,
+#: and the affinity split's size (it is never trained on). Every other value of ``seed``, ``data``, ``model`` and ``train`` is
+#: part of the fingerprint.
+NOT_TRAINING_SETTINGS: dict[str, tuple[str, ...]] = {
+    "data": ("root", "workers"),
+    "data.options": ("workers",),  # the scenes generator's processes: the images are the same
+    "train": ("device", "eval_every", "compile", "keep_checkpoints", "loader"),
+}
+
+#: Settings that only make sense with several tasks: a single-task network trains its one
+#: loss unweighted, so they are not part of its fingerprint, and a baseline trained under
+#: one weighting serves networks trained under any (docs/design.md, "Reuse rule").
+MULTI_TASK_SETTINGS: dict[str, tuple[str, ...]] = {"train": ("weighting", "loss_weights", "roaming")}
+
+
+# ---------------------------------------------------------------------------------
+# Paths
+
+
+def single_dir(runs: str | os.PathLike, task: str) -> Path:
+    """``<runs>/single/<task>``: the single-task network of ``task``."""
+    return Path(runs) / SINGLE_DIR / task
+
+
+def branched_dir(runs: str | os.PathLike, name: str) -> Path:
+    """``<runs>/branched/<name>``: a branched network."""
+    return Path(runs) / BRANCHED_DIR / name
+
+
+def groupings_dir(runs: str | os.PathLike) -> Path:
+    """``<runs>/groupings``: candidate networks and the candidates tables."""
+    return Path(runs) / GROUPINGS_DIR
+
+
+def candidate_dir(runs: str | os.PathLike, name: str) -> Path:
+    """``<runs>/groupings/<name>``: one candidate network (``seg+depth``, ``seg@0.5``)."""
+    return groupings_dir(runs) / name
+
+
+def evaluate_dir(runs: str | os.PathLike) -> Path:
+    """``<runs>/evaluate``: the study of ``branchnet evaluate``."""
+    return Path(runs) / EVALUATE_DIR
+
+
+def affinity_path(runs: str | os.PathLike) -> Path:
+    return Path(runs) / AFFINITY_FILE
+
+
+def tree_path(runs: str | os.PathLike) -> Path:
+    return Path(runs) / TREE_FILE
+
+
+# ---------------------------------------------------------------------------------
+# Fingerprints
+
+
+def training_settings(config: Config, multi_task: bool = True) -> dict[str, Any]:
+    """The config values a network of the experiment is trained with (see module docstring).
+
+    ``{"seed", "data", "model", "train"}`` without :data:`NOT_TRAINING_SETTINGS` (and, for a
+    single-task network, without :data:`MULTI_TASK_SETTINGS`); the task entries are added
+    per network by :func:`fingerprint`.
+    """
+    d = config.to_dict()
+    out: dict[str, Any] = {"seed": d["seed"]}
+    for section in ("data", "model", "train"):
+        skip = NOT_TRAINING_SETTINGS.get(section, ()) + (() if multi_task else MULTI_TASK_SETTINGS.get(section, ()))
+        out[section] = {k: v for k, v in d[section].items() if k not in skip}
+    out["data"]["options"] = {k: v for k, v in (out["data"].get("options") or {}).items()
+                              if k not in NOT_TRAINING_SETTINGS["data.options"]}
+    splits = dict(out["data"].get("splits") or {})
+    splits.pop("affinity", None)
+    out["data"]["splits"] = splits
+    return out
+
+
+def task_entries(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
+    """The config's entries (name, type, options) of ``tasks``, in that order."""
+    entries = {e["name"]: e for e in config.to_dict()["tasks"]}
+    return [entries[t] for t in tasks]
+
+
+def fingerprint(kind: str, config: Config, tasks: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """What decides a network's training: its kind, the training settings, its tasks' entries,
+    and ``extra`` (the tree, the init and the weights it starts from, a width, a schedule ...).
+
+    Plain JSON data; two networks are interchangeable exactly when their fingerprints are equal.
+    """
+    settings = training_settings(config, multi_task=kind != "single")
+    return json_safe({"kind": kind, "settings": settings, "tasks": task_entries(config, tasks), **extra})
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """The first setting where ``old`` and ``new`` differ, as ``"train.lr 0.002 -> 0.01"``, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            found = first_difference(a, b, f"{prefix.rstrip('.')}[{i}].")
+            if found:
+                return found
+        return None
+    if old == new:
+        return None
+    name = prefix.rstrip(".") or "settings"
+    name = name.removeprefix("settings.")
+    return f"{name} {_short(old)} -> {_short(new)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------
+# JSON that cannot fail
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON data: numpy and torch scalars become numbers, paths strings,
+    tuples lists, and NaN or infinite numbers ``None`` (JSON has no NaN), so that writing the
+    metadata of a finished network can never fail."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    item = getattr(obj, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(obj, "ndim", 0) == 0:
+        return json_safe(item())
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return json_safe(tolist())
+    return str(obj)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parsed JSON of ``path``, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------
+# Records: is a network finished, and for which settings?
+
+
+def _file_digest(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished network's ``run.json``: its fingerprint and the digests of its files."""
+
+    directory: Path
+    fingerprint: dict[str, Any]
+    files: dict[str, dict[str, Any]]
+
+    @property
+    def model_sha256(self) -> str:
+        return self.files[MODEL_FILE]["sha256"]
+
+
+def write_record(directory: Path, fp: Mapping[str, Any], files: Sequence[str] = (MODEL_FILE, METRICS_FILE)) -> Path:
+    """Commit a network: write ``run.json`` with ``fp`` and the digests of ``files`` (last of all)."""
+    directory = Path(directory)
+    return atomic_write_json(directory / RECORD_FILE, {
+        "format": RECORD_FORMAT, "fingerprint": json_safe(dict(fp)),
+        "files": {name: _file_digest(directory / name) for name in files},
+    })
+
+
+def read_record(directory: str | os.PathLike) -> tuple[Record | None, str]:
+    """The record of a finished network, or ``(None, why not)``.
+
+    The reason is ``"missing"`` when the directory holds no finished network, or says
+    what is damaged (a file changed or truncated since it was committed).
+    """
+    directory = Path(directory)
+    raw = read_json(directory / RECORD_FILE)
+    if raw is None:
+        if (directory / RECORD_FILE).exists():
+            return None, f"its record {RECORD_FILE} is not readable JSON"
+        if (directory / MODEL_FILE).exists():
+            return None, (f"{MODEL_FILE} has no record {RECORD_FILE} (written by an older branchnet, "
+                          "or its save was interrupted)")
+        return None, "missing"
+    if not isinstance(raw, dict) or raw.get("format") != RECORD_FORMAT \
+            or not isinstance(raw.get("fingerprint"), dict) or not isinstance(raw.get("files"), dict):
+        return None, f"its record {RECORD_FILE} is not a branchnet run record"
+    for name, expected in raw["files"].items():
+        path = directory / name
+        if not path.is_file():
+            return None, f"{name} is missing"
+        if not isinstance(expected, dict) or path.stat().st_size != expected.get("bytes") \
+                or _file_digest(path)["sha256"] != expected.get("sha256"):
+            return None, f"{name} changed since it was written (truncated or replaced)"
+    return Record(directory, raw["fingerprint"], raw["files"]), ""
+
+
+def is_finished(directory: str | os.PathLike) -> bool:
+    """True when ``directory`` holds a committed, undamaged network."""
+    return read_record(directory)[0] is not None
+
+
+# ---------------------------------------------------------------------------------
+# The reuse rule
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a step does with one network: ``action`` is ``"reuse"``, ``"train"`` or ``"resume"``;
+    ``note`` says why, for the status line (empty when there is nothing to say)."""
+
+    directory: Path
+    action: str
+    fingerprint: dict[str, Any]
+    note: str = ""
+
+
+def plan_network(directory: str | os.PathLike, fp: Mapping[str, Any], label: str, *, force: bool = False,
+                 resume: bool = False, hint: str = "pass --force to retrain it, or use another --runs") -> Plan:
+    """Apply the reuse rule to the network ``label`` in ``directory`` for fingerprint ``fp``.
+
+    * finished with the same fingerprint: ``reuse`` (``force``: ``train``);
+    * finished with another fingerprint: :class:`BadInput` naming the first difference
+      (``force``: ``train``);
+    * not finished (nothing there, an older or damaged network): ``resume`` when asked and a
+      checkpoint exists, else ``train`` (a damaged network is never reused).
+    """
+    directory = Path(directory)
+    fp = json_safe(dict(fp))
+    checkpoint = (directory / CHECKPOINT_FILE).is_file()
+    record, why = read_record(directory)
+    if record is not None and not force:
+        difference = first_difference(record.fingerprint, fp)
+        if difference is None:
+            return Plan(directory, "reuse", fp, f"{label}: already trained with these settings, kept")
+        raise BadInput(f"{label} in {directory} was trained with other settings ({difference}); {hint}")
+    if resume and checkpoint:
+        return Plan(directory, "resume", fp)
+    note = ""
+    if record is None and why != "missing":
+        note = f"{label}: not reusable ({why}); training it again"
+    return Plan(directory, "train", fp, note)
+
+
+def checkpoint_mismatch(saved: Mapping[str, Any] | None, fp: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint made with fingerprint ``saved`` cannot be resumed for ``fp`` (or None)."""
+    if saved is None:
+        return "it records no settings"
+    return first_difference(dict(saved), json_safe(dict(fp)))
+
+
+# ---------------------------------------------------------------------------------
+# metrics.json
+
+
+def read_metrics(directory: str | os.PathLike, label: str, how_to_make: str) -> dict[str, Any]:
+    """The ``metrics.json`` of a finished network; :class:`BadInput` (saying ``how_to_make`` it)
+    when the network is not finished or damaged."""
+    directory = Path(directory)
+    record, why = read_record(directory)
+    if record is None:
+        state = "does not exist" if why == "missing" else f"is not usable ({why})"
+        raise BadInput(f"{label} in {directory} {state}; {how_to_make}")
+    metrics = read_json(directory / METRICS_FILE)
+    if not isinstance(metrics, dict):
+        raise BadInput(f"{directory / METRICS_FILE} is not a metrics file; {how_to_make}")
+    return metrics
+
+
+def network_metrics(model: Any, result: Any, config: Config, **fields: Any) -> dict[str, Any]:
+    """The ``metrics.json`` of a trained network (single-task, branched or candidate).
+
+    ``tasks`` (type, main metric, direction), ``val``/``test`` split metrics per task,
+    ``params``/``flops`` (per image at ``image_size``) in total and per stage copy and
+    head, the backbone and tree (``partitions``), the per-epoch ``history``, timing over the
+    whole training (resumes included) and ``fields`` (name, tree, delta_mtl, ...). Plain
+    JSON with no NaN (see :func:`json_safe`).
+    """
+    costs = model.costs()
+    out: dict[str, Any] = {
+        "tasks": {t.name: {"type": t.type_name, "main_metric": t.main_metric,
+                           "higher_is_better": t.higher_is_better} for t in model.tasks},
+        "val": result.val, "test": result.test,
+        "params": costs["params"], "flops": costs["flops"],
+        "stage_params": costs["stage_params"], "stage_flops": costs["stage_flops"],
+        "head_params": costs["head_params"], "head_flops": costs["head_flops"],
+        "backbone": config.model.backbone, "locations": list(model.layout.locations),
+        "image_size": list(config.image_size), "partitions": model.partitions,
+        "epochs": len(result.history), "history": result.history,
+        "train_seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1),
+        "device": result.device, "world_size": result.world_size,
+    }
+    out.update(fields)
+    return json_safe(out)
+
+
+def commit_network(directory: str | os.PathLike, model: Any, config: Config, kind: str, fp: Mapping[str, Any],
+                   metrics: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
+    """The save epilogue of every trained network, on rank 0, in an order that never loses work:
+    ``model.pt`` first, then ``metrics.json`` (JSON that cannot fail), then the record
+    ``run.json`` that commits both, then drop the checkpoint and draw ``curves.png``; all
+    ranks wait at the end."""
+    from branchnet.nn.model_file import save_model
+    from branchnet.train import distributed
+
+    from branchnet.train.history import plot_curves
+
+    directory = Path(directory)
+    if distributed.is_main():
+        save_model(directory / MODEL_FILE, model, config, kind, dict(extra or {}))
+        atomic_write_json(directory / METRICS_FILE, json_safe(dict(metrics)))
+        write_record(directory, fp)
+        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        if metrics.get("history"):
+            plot_curves(directory / CURVES_FILE, metrics["history"], model.tasks)
+    distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------
+# Baselines of Δ_MTL
+
+
+def single_fingerprint(config: Config, task: str) -> dict[str, Any]:
+    """The fingerprint of ``task``'s single-task network under ``config``."""
+    return fingerprint("single", config, [task])
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The single-task metrics a Δ_MTL is computed against, and where they come from.
+
+    ``matched`` is True when every baseline was trained with the same settings as the
+    network compared with them (the reuse rule); with ``--baselines`` the user may name
+    others, and ``differences`` then lists, per task, the first setting that differs.
+    """
+
+    metrics: dict[str, dict[str, Any]]
+    source: str
+    matched: bool
+    differences: dict[str, str]
+    records: dict[str, str]
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "matched": self.matched, "differences": dict(self.differences),
+                "model_sha256": dict(self.records)}
+
+
+def find_baselines(config: Config, runs: str | os.PathLike, tasks: Sequence[str],
+                   explicit: str | os.PathLike | None = None, purpose: str = "a Δ_MTL against it") -> Baselines:
+    """The single-task baselines of ``tasks`` for a network trained with ``config``.
+
+    Without ``explicit``: those in ``<runs>/single``, which must be finished and trained with
+    the same settings (else :class:`BadInput` naming the first difference and the way out).
+    With ``explicit`` (a run directory): its single-task networks, whatever their settings;
+    the differences are recorded.
+    """
+    root = Path(explicit) if explicit is not None else Path(runs)
+    train = f"`branchnet train-single --config {config.source} --runs {root}`"
+    records: dict[str, Record] = {}
+    missing, damaged = [], {}
+    for task in tasks:
+        record, why = read_record(single_dir(root, task))
+        if record is not None:
+            records[task] = record
+        elif why == "missing":
+            missing.append(task)
+        else:
+            damaged[task] = why
+    if missing:
+        raise BadInput(f"no single-task model for {', '.join(missing)} in {root / SINGLE_DIR}; run {train} first")
+    for task, why in damaged.items():
+        raise BadInput(f"the single-task model of '{task}' in {single_dir(root, task)} is not usable ({why}); "
+                       f"retrain it with {train[:-1]} --task {task} --force`")
+    metrics, differences = {}, {}
+    for task in tasks:
+        directory = single_dir(root, task)
+        metrics[task] = read_metrics(directory, f"the single-task model of '{task}'", f"retrain it with {train}")
+        difference = first_difference(records[task].fingerprint, single_fingerprint(config, task))
+        if difference is None:
+            continue
+        if explicit is None:
+            raise BadInput(f"the single-task model of '{task}' in {directory} was trained with other settings "
+                           f"({difference}), so {purpose} would compare unlike things; retrain the single-task "
+                           "models with these settings (`branchnet train-single ... --force`)"
+                           + (" or name baselines explicitly with --baselines DIR" if "Δ" in purpose else ""))
+        differences[task] = difference
+    return Baselines(metrics, str(root / SINGLE_DIR), not differences, differences,
+                     {t: r.model_sha256 for t, r in records.items()})
