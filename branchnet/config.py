@@ -62,8 +62,24 @@ class ModelConfig:
     output_stride: int = 32
     #: Local checkpoint with timm weights for the backbone (never downloaded).
     pretrained: Optional[str] = None
-    #: Hidden channels of the dense heads.
+    #: Decoder of the dense tasks (docs/training.md, "Decoders"): ``simple`` (a 3x3
+    #: conv and a 1x1 prediction), ``aspp`` (DeepLab-v3 ASPP, the survey's ResNet-50
+    #: baseline), ``psp`` (pyramid pooling, the branched-networks paper's Cityscapes
+    #: decoder) or ``fcn`` (a stack of convolutions with upsampling, the Taskonomy
+    #: decoder). Image-level tasks take the ``linear`` head.
+    head: str = "simple"
+    #: Per-task decoder, overriding ``head``: {task: simple|aspp|psp|fcn|linear}.
+    heads: dict[str, str] = field(default_factory=dict)
+    #: Hidden channels of the ``simple``, ``aspp`` and ``psp`` heads.
     head_channels: int = 64
+    #: ``aspp``: dilation rates of the 3x3 branches (DeepLab-v3 at output stride 8).
+    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+    #: ``psp``: grid sizes of the pyramid's average poolings.
+    psp_bins: list[int] = field(default_factory=lambda: [1, 2, 3, 6])
+    #: ``fcn``: convolutions in all, the last being the 1x1 prediction.
+    fcn_layers: int = 15
+    #: ``fcn``: width of each stage of 3x3 convolutions; a 2x upsampling between stages.
+    fcn_widths: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
 
 
 @dataclass
@@ -298,7 +314,11 @@ def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
     return value
 
 
+#: Decoders of dense tasks (``model.head``); image-level tasks take ``linear``.
+DENSE_HEADS = ("simple", "aspp", "psp", "fcn")
+
 _CHOICES = {
+    ("model", "head"): DENSE_HEADS,
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
     ("train", "schedule"): ("poly", "cosine", "constant"),
     ("train", "weighting"): ("uniform", "uncertainty", "dwa", "gradnorm"),
@@ -323,6 +343,7 @@ def _check(config: Config, source: str) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise BadInput(f"{source}: '{key}' must be positive, got {value}")
+    _check_heads(config, source)
     if config.model.output_stride not in (8, 16, 32):
         raise BadInput(f"{source}: 'model.output_stride' must be 8, 16 or 32, got {config.model.output_stride}")
     names = config.task_names
@@ -337,3 +358,23 @@ def _check(config: Config, source: str) -> None:
                            "valid: train, val, test, affinity")
         if size is not None and size < 1:
             raise BadInput(f"{source}: 'data.splits.{split}' must be a positive number of images or null")
+
+
+def _check_heads(config: Config, source: str) -> None:
+    model = config.model
+    for key in ("aspp_rates", "psp_bins", "fcn_widths"):
+        values = getattr(model, key)
+        if not values or min(values) < 1:
+            raise BadInput(f"{source}: 'model.{key}' must be a non-empty list of positive integers, got {values}")
+    if model.fcn_layers < len(model.fcn_widths) + 1:
+        raise BadInput(f"{source}: 'model.fcn_layers' is {model.fcn_layers} but the {len(model.fcn_widths)} stages "
+                       f"of 'model.fcn_widths' need at least {len(model.fcn_widths) + 1} layers (one 3x3 "
+                       "convolution each and the 1x1 prediction)")
+    names = [t.name for t in config.tasks]
+    for task, head in model.heads.items():
+        if task not in names:
+            raise BadInput(f"{source}: 'model.heads.{task}' names no task of the config{did_you_mean(task, names)}; "
+                           f"tasks: {', '.join(names)}")
+        if head not in DENSE_HEADS + ("linear",):
+            raise BadInput(f"{source}: 'model.heads.{task}' is '{head}'{did_you_mean(head, DENSE_HEADS + ('linear',))}; "
+                           f"valid: {', '.join(DENSE_HEADS + ('linear',))}")
