@@ -137,6 +137,8 @@ class CityscapesDataset(MultiTaskDataset):
     """Cityscapes read from its published layout (see the module docstring)."""
 
     name = "cityscapes"
+    #: disparity is a horizontal distance in pixels: it grows with the image when augmenting
+    label_kinds = {"disparity": "disparity"}
 
     @classmethod
     def available_tasks(cls, options: dict[str, Any]) -> dict[str, TaskSpec]:

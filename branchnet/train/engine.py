@@ -88,6 +88,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, *, train: bool,
     world, rank = dist_utils.world_size(), dist_utils.rank()
     pin = device is not None and device.type == "cuda"
     if train:
+        getattr(dataset, "set_epoch", lambda epoch, seed: None)(epoch, seed)  # augmentation draws of this epoch
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         if world > 1:
             order = torch.randperm(len(dataset), generator=generator).tolist()
