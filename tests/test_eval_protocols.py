@@ -293,3 +293,15 @@ def test_boundary_and_depth_counts_add_up_over_pieces():
     for key in r_a.state:
         r_a.state[key] = r_a.state[key] + r_b.state[key]
     assert r_a.compute() == pytest.approx(r_whole.compute(), rel=1e-12)
+
+
+def test_taskonomy_main_metrics_are_table_1s():
+    from branchnet.data.taskonomy import TaskonomyDataset
+
+    offered = TaskonomyDataset.available_tasks({})
+    assert make_task("scene", offered["scene"]).main_metric == "top5"
+    assert make_task("depth", offered["depth"]).main_metric == "mae"
+    few = make_task("c", TaskSpec("classification", num_classes=3))
+    assert few.main_metric == "accuracy"
+    with pytest.raises(BadInput, match="top5 needs more than 5 classes"):
+        make_task("c", TaskSpec("classification", num_classes=3), options={"main_metric": "top5"})

@@ -208,12 +208,24 @@ class Keypoints(Task):
 
 @register_task_type
 class Classification(Task):
-    """Image classification: cross-entropy; accuracy (%), higher is better."""
+    """Image classification: cross-entropy; accuracy (%), higher is better.
+
+    ``accuracy`` is top-1, ``top5`` is reported beside it with more than 5 classes; option
+    ``main_metric`` (``accuracy`` or ``top5``) picks the one Δ_MTL uses (Taskonomy's
+    scene classification: top-5, the branched-networks paper's Table 1).
+    """
 
     type_name = "classification"
     dense = False
     main_metric = "accuracy"
     higher_is_better = True
+    default_options = {"main_metric": "accuracy"}
+
+    def __init__(self, name, spec, options=None) -> None:
+        super().__init__(name, spec, options)
+        _choose_main_metric(self, ("accuracy", "top5"))
+        if self.main_metric == "top5" and (spec.num_classes or 0) <= 5:
+            raise BadInput(f"task '{name}': main_metric top5 needs more than 5 classes, it has {spec.num_classes}")
 
     @property
     def out_channels(self) -> int:
