@@ -116,3 +116,14 @@ def test_head_choice_errors_are_one_line():
 def test_config_refuses_bad_heads(model, message):
     with pytest.raises(BadInput, match=message):
         config_from_dict({"tasks": ["seg", "depth"], "model": model})
+
+
+def test_cli_refuses_a_dense_decoder_for_an_image_level_task(cli, tiny_config, tmp_path):
+    from conftest import assert_one_line_error
+
+    config = tiny_config(("seg", "count"), **{"head_channels: 8": "head_channels: 8, heads: {count: psp}"})
+    result = cli("train-single", "--config", config, "--runs", tmp_path / "runs", "--task", "count")
+    assert_one_line_error(result, "task 'count' is image-level", "'linear'")
+    config = tiny_config(("seg",), **{"head_channels: 8": "head_channels: 8, head: deeplab"})
+    assert_one_line_error(cli("train-single", "--config", config, "--runs", tmp_path / "runs"),
+                          "'model.head' is 'deeplab'", "valid: simple, aspp, psp, fcn")

@@ -110,7 +110,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 def draw(config: AugmentConfig, size: tuple[int, int], seed: int, epoch: int, index: int) -> Draw:
-    """The draws of item ``index`` in ``epoch`` (always six numbers, in a fixed order)."""
+    """The draws of item ``index`` in ``epoch``: seven numbers in a fixed order, whatever the options."""
     rng = item_rng(seed, epoch, index)
     u_scale, u_top, u_left, u_flip = rng.random(4)
     factors = rng.uniform(-1.0, 1.0, size=3)
