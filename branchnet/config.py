@@ -31,6 +31,37 @@ from branchnet.errors import BadInput, did_you_mean
 
 
 @dataclass
+class AugmentConfig:
+    """Training-split augmentation (docs/datasets.md, "Augmentation"); null = none.
+
+    Per training image: scale, crop (or pad) back to ``data.image_size``, flip, jitter;
+    every label transformed to match (:mod:`branchnet.data.augment`).
+    """
+
+    #: Scale factors to draw from uniformly, e.g. [1.0, 1.2, 1.5] (the survey's NYUD-v2).
+    scale: Optional[list[float]] = None
+    #: Or a range [low, high] to draw the factor from uniformly, e.g. [0.5, 2.0].
+    scale_range: Optional[list[float]] = None
+    #: Crop at a random position (true) or at the centre (false: scaling about the centre,
+    #: as the survey's code does).
+    crop: bool = True
+    #: Pad a scaled image smaller than the input (labels padded with their ignore or
+    #: invalid value); false refuses scale factors below 1.
+    pad: bool = True
+    #: Horizontal flip with probability 0.5.
+    flip: bool = False
+    #: Photometric jitter in [0, 1]: brightness, contrast and saturation factors drawn
+    #: from [1 - jitter, 1 + jitter] (0 = none).
+    jitter: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether any transform can change an image."""
+        scales = self.scale_range or self.scale or [1.0]
+        return any(float(s) != 1.0 for s in scales) or self.flip or self.jitter > 0
+
+
+@dataclass
 class DataConfig:
     """Which dataset, where, and at what size."""
 
@@ -48,6 +79,9 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: DataLoader worker processes (0 = load in the main process).
     workers: int = 0
+    #: Augmentation of the training split (null = none): scale or scale_range, crop,
+    #: pad, flip, jitter.
+    augment: Optional[AugmentConfig] = None
 
 
 @dataclass
@@ -62,8 +96,24 @@ class ModelConfig:
     output_stride: int = 32
     #: Local checkpoint with timm weights for the backbone (never downloaded).
     pretrained: Optional[str] = None
-    #: Hidden channels of the dense heads.
+    #: Decoder of the dense tasks (docs/training.md, "Decoders"): ``simple`` (a 3x3
+    #: conv and a 1x1 prediction), ``aspp`` (DeepLab-v3 ASPP, the survey's ResNet-50
+    #: baseline), ``psp`` (pyramid pooling, the branched-networks paper's Cityscapes
+    #: decoder) or ``fcn`` (a stack of convolutions with upsampling, the Taskonomy
+    #: decoder). Image-level tasks take the ``linear`` head.
+    head: str = "simple"
+    #: Per-task decoder, overriding ``head``: {task: simple|aspp|psp|fcn|linear}.
+    heads: dict[str, str] = field(default_factory=dict)
+    #: Hidden channels of the ``simple``, ``aspp`` and ``psp`` heads.
     head_channels: int = 64
+    #: ``aspp``: dilation rates of the 3x3 branches (DeepLab-v3 at output stride 8).
+    aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+    #: ``psp``: grid sizes of the pyramid's average poolings.
+    psp_bins: list[int] = field(default_factory=lambda: [1, 2, 3, 6])
+    #: ``fcn``: convolutions in all, the last being the 1x1 prediction.
+    fcn_layers: int = 15
+    #: ``fcn``: width of each stage of 3x3 convolutions; a 2x upsampling between stages.
+    fcn_widths: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
 
 
 @dataclass
@@ -196,16 +246,22 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if not isinstance(raw, dict):
         raise BadInput(f"config file {path} must hold a mapping of sections (name, data, tasks, model, train, ...)")
     raw.setdefault("name", path.stem)
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"--set '{item}' must look like section.key=value (e.g. train.lr=0.01)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None, str(path))
+    apply_sets(raw, sets, str(path))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, key, value, str(path))
     config = config_from_dict(raw, source=str(path))
     return config
+
+
+def apply_sets(raw: dict[str, Any], sets: list[str] | None, source: str = "config") -> dict[str, Any]:
+    """Apply ``--set section.key=value`` strings (YAML values) to a plain config mapping in place."""
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set '{item}' must look like section.key=value (e.g. train.lr=0.01)")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None, source)
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -300,7 +356,11 @@ def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
     return value
 
 
+#: Decoders of dense tasks (``model.head``); image-level tasks take ``linear``.
+DENSE_HEADS = ("simple", "aspp", "psp", "fcn")
+
 _CHOICES = {
+    ("model", "head"): DENSE_HEADS,
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
     ("train", "schedule"): ("poly", "cosine", "constant"),
     ("train", "weighting"): ("uniform", "uncertainty", "dwa", "gradnorm"),
@@ -325,6 +385,8 @@ def _check(config: Config, source: str) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise BadInput(f"{source}: '{key}' must be positive, got {value}")
+    _check_heads(config, source)
+    _check_augment(config, source)
     if config.model.output_stride not in (8, 16, 32):
         raise BadInput(f"{source}: 'model.output_stride' must be 8, 16 or 32, got {config.model.output_stride}")
     names = config.task_names
@@ -339,3 +401,50 @@ def _check(config: Config, source: str) -> None:
                            "valid: train, val, test, affinity")
         if size is not None and size < 1:
             raise BadInput(f"{source}: 'data.splits.{split}' must be a positive number of images or null")
+
+
+def _check_heads(config: Config, source: str) -> None:
+    model = config.model
+    for key in ("aspp_rates", "psp_bins", "fcn_widths"):
+        values = getattr(model, key)
+        if not values or min(values) < 1:
+            raise BadInput(f"{source}: 'model.{key}' must be a non-empty list of positive integers, got {values}")
+    if model.fcn_layers < len(model.fcn_widths) + 1:
+        raise BadInput(f"{source}: 'model.fcn_layers' is {model.fcn_layers} but the {len(model.fcn_widths)} stages "
+                       f"of 'model.fcn_widths' need at least {len(model.fcn_widths) + 1} layers (one 3x3 "
+                       "convolution each and the 1x1 prediction)")
+    names = [t.name for t in config.tasks]
+    for task, head in model.heads.items():
+        if task not in names:
+            raise BadInput(f"{source}: 'model.heads.{task}' names no task of the config{did_you_mean(task, names)}; "
+                           f"tasks: {', '.join(names)}")
+        if head not in DENSE_HEADS + ("linear",):
+            raise BadInput(f"{source}: 'model.heads.{task}' is '{head}'{did_you_mean(head, DENSE_HEADS + ('linear',))}; "
+                           f"valid: {', '.join(DENSE_HEADS + ('linear',))}")
+
+
+def _check_augment(config: Config, source: str) -> None:
+    augment = config.data.augment
+    if augment is None:
+        return
+    if augment.scale is not None and augment.scale_range is not None:
+        raise BadInput(f"{source}: 'data.augment' sets both scale and scale_range; give a list of factors "
+                       "(scale: [1.0, 1.2, 1.5]) or a range (scale_range: [0.5, 2.0])")
+    if augment.scale is not None:
+        if not augment.scale or min(augment.scale) <= 0:
+            raise BadInput(f"{source}: 'data.augment.scale' must list factors > 0 (e.g. [1.0, 1.2, 1.5]), "
+                           f"got {augment.scale}")
+    if augment.scale_range is not None:
+        low_high = augment.scale_range
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            raise BadInput(f"{source}: 'data.augment.scale_range' must be [low, high] with 0 < low <= high "
+                           f"(e.g. [0.5, 2.0]), got {low_high}")
+    if not 0.0 <= augment.jitter <= 1.0:
+        raise BadInput(f"{source}: 'data.augment.jitter' must lie in [0, 1] (0 = none, 0.4 = factors in "
+                       f"[0.6, 1.4]), got {augment.jitter}")
+    smallest = min(augment.scale_range or augment.scale or [1.0])
+    if smallest < 1.0 and not augment.pad:
+        h, w = config.image_size
+        raise BadInput(f"{source}: 'data.augment' scale {smallest:g} shrinks the {h}x{w} input to "
+                       f"{max(1, round(h * smallest))}x{max(1, round(w * smallest))}, smaller than the {h}x{w} crop, "
+                       "and pad is false; set pad: true or use scale factors >= 1")

@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 EXPECTED = {  # dataset: (image size, backbone, output stride, task types)
     "cityscapes": ([256, 512], "resnet50", 8, ["segmentation", "instance_offset", "depth"]),
-    "nyud": ([480, 640], "hrnet_w18", 32, ["segmentation", "depth", "normals", "edges"]),
+    "nyud": ([480, 640], "hrnet_w18_small_v2", 32, ["segmentation", "depth", "normals", "edges"]),
     "celeba": ([64, 64], "resnet18", 32, ["attribute"] * 40),
     "taskonomy": ([256, 256], "resnet50", 16,
                   ["segmentation", "depth", "normals", "keypoints", "edge_map", "classification"]),

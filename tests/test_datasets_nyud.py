@@ -20,7 +20,11 @@ TASKS = ["seg", "depth", "normals", "edges"]
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyud")
+    return write_nyud(tmp_path_factory.mktemp("nyud"))
+
+
+def write_nyud(root):
+    """A tiny NYUD_MT tree under ``root``; returns (root, arrays by id)."""
     for folder in ("images", "segmentation", "depth", "normals", "edge", "gt_sets"):
         (root / folder).mkdir()
     rng = np.random.default_rng(1)

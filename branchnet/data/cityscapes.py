@@ -20,11 +20,13 @@ seg        segmentation    the 19 evaluation classes (trainIds of cityscapesScri
 instance   instance_offset per pixel of a person/rider/car/truck/bus/train/motorcycle/
                            bicycle instance (instanceIds >= 1000), the vector to the
                            mean position of its instance, in pixels of the network
-                           input; mean offset error (px)
+                           input; main metric ``l1``, the mean absolute offset error
+                           per component (px), the papers' "I (px)"
 depth      depth           metres: baseline * fx / disparity (camera json), disparity
                            = (p - 1) / 256 for a uint16 PNG value p > 0, p = 0 missing
 disparity  depth           the same disparity in pixels of the network input (the
-                           papers' "D (px)"): (p - 1) / 256 * W_input / W_file
+                           papers' "D (px)"): (p - 1) / 256 * W_input / W_file; main
+                           metric ``mae``, the mean absolute disparity error (px)
 ========== =============== ===========================================================
 
 Splits: the official test labels are withheld and the papers report on the official
@@ -135,6 +137,8 @@ class CityscapesDataset(MultiTaskDataset):
     """Cityscapes read from its published layout (see the module docstring)."""
 
     name = "cityscapes"
+    #: disparity is a horizontal distance in pixels: it grows with the image when augmenting
+    label_kinds = {"disparity": "disparity"}
 
     @classmethod
     def available_tasks(cls, options: dict[str, Any]) -> dict[str, TaskSpec]:
@@ -142,9 +146,13 @@ class CityscapesDataset(MultiTaskDataset):
         return {
             "seg": TaskSpec("segmentation", num_classes=len(CLASS_NAMES), ignore_index=IGNORE,
                             description="19 Cityscapes classes (trainIds)"),
-            "instance": TaskSpec("instance_offset", description="offset to the instance centre (px)"),
+            # "I (px)" and "D (px)" of the papers' tables: mean absolute errors per component /
+            # per pixel, as Sener & Koltun's evaluation that the branched-networks paper follows
+            "instance": TaskSpec("instance_offset", description="offset to the instance centre (px)",
+                                 options={"main_metric": "l1"}),
             "depth": TaskSpec("depth", description="metric depth from disparity (m)"),
-            "disparity": TaskSpec("depth", description="disparity in pixels of the network input"),
+            "disparity": TaskSpec("depth", description="disparity in pixels of the network input",
+                                  options={"main_metric": "mae"}),
         }
 
     def __init__(self, data, split: str, tasks: list[str]) -> None:

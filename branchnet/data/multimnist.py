@@ -245,6 +245,10 @@ class MultiMNISTDataset(MultiTaskDataset):
 
     name = "multimnist"
 
+    def augment_unsafe(self) -> dict[str, set[str]]:
+        """A flip swaps the left and right items (and reverses each one)."""
+        return {"flip": {"left", "right", "left_larger"} & set(self.tasks)}
+
     @classmethod
     def options(cls, options: dict[str, Any]) -> dict[str, Any]:
         merged = check_options("multimnist", options, OPTIONS)

@@ -501,6 +501,13 @@ class ScenesDataset(MultiTaskDataset):
 
     name = "scenes"
 
+    def augment_unsafe(self) -> dict[str, set[str]]:
+        """Flip swaps left/right facts; scale and crop cut objects (count, every attribute);
+        jitter changes colours and brightness (the colour and light attributes)."""
+        attributes = {t for t in self.tasks if t.startswith("attr_")}
+        return {"flip": attributes & {"attr_left", "attr_right", "attr_light_left"},
+                "geometry": attributes | ({"count"} & set(self.tasks)), "jitter": attributes}
+
     @classmethod
     def available_tasks(cls, options: dict[str, Any]) -> dict[str, TaskSpec]:
         max_objects = scenes_options(options)["max_objects"]

@@ -23,14 +23,16 @@ seg       segmentation    segment_semantic   PNG value 0 ("uncertain") -> 255 (i
                                              1 background -> 0, 2..17 (16 COCO
                                              classes) -> 1..16: 17 classes; mIoU
 depth     depth           depth_zbuffer      uint16 / 512 = metres; 65535 (no
-                                             surface) -> 0 = missing; RMSE (and mae)
+                                             surface) -> 0 = missing; main metric
+                                             mae (the paper's "D (L1)"), RMSE too
 normals   normals         normal             RGB 127-centred: v / 127.5 - 1,
                                              renormalised; grey (no surface) missing
 keypoints keypoints       keypoints2d        heatmap: value / 65535 (16-bit PNG); L1
 edges     edge_map        edge_occlusion     3D occlusion edges (Standley's "edges"):
                                              value / 65535; L1
 scene     classification  class_scene        argmax of the .npy class scores
-                                             (Places365: 365 classes); top-1, top-5
+                                             (Places365: 365 classes); main metric
+                                             top5 (Table 1's "C (Top-5)"), top-1 too
 ========= =============== ================== =========================================
 
 The L1 tasks keep the dataset's 16-bit scale divided by 65535, the scale on which the
@@ -130,11 +132,13 @@ class TaskonomyDataset(MultiTaskDataset):
         return {
             "seg": TaskSpec("segmentation", num_classes=SEG_CLASSES, ignore_index=IGNORE,
                             description="background + 16 COCO classes (distilled)"),
-            "depth": TaskSpec("depth", description="z-buffer depth (m)"),
+            # the branched-networks paper's Table 1: "D (L1)", "C (Top-5)"
+            "depth": TaskSpec("depth", description="z-buffer depth (m)", options={"main_metric": "mae"}),
             "normals": TaskSpec("normals", description="surface normals"),
             "keypoints": TaskSpec("keypoints", description="2D keypoint heatmap"),
             "edges": TaskSpec("edge_map", description="3D occlusion edges"),
-            "scene": TaskSpec("classification", num_classes=classes, description="scene class (Places365)"),
+            "scene": TaskSpec("classification", num_classes=classes, description="scene class (Places365)",
+                              options={"main_metric": "top5" if classes > 5 else "accuracy"}),
         }
 
     def __init__(self, data, split: str, tasks: list[str]) -> None:

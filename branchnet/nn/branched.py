@@ -84,7 +84,7 @@ class BranchedNet(nn.Module):
         for t in self.tasks:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(base + zlib.crc32(t.name.encode()))
-                heads[t.name] = build_head(t, list(layout.channels[last]), model.head_channels)
+                heads[t.name] = build_head(t, list(layout.channels[last]), model)
         self.heads = nn.ModuleDict(heads)
 
     @staticmethod

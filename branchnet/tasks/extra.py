@@ -13,8 +13,11 @@ used on Cityscapes by the branched-networks paper (Section 4.1): each pixel of a
 instance regresses the vector (dy, dx), in pixels of the network input, from itself to
 the centre (mean pixel position) of its instance. Channel 2 of the target is 1 on
 instance pixels and 0 elsewhere; only instance pixels count. Loss: L1 per component;
-main metric ``mean_error``: mean Euclidean length of the offset error (pixels), lower
-is better.
+metrics ``mean_error`` (mean Euclidean length of the offset error, pixels) and ``l1``
+(mean absolute error per component, pixels: the evaluation of Sener & Koltun's code,
+which the branched-networks paper follows for "I (px)"); option ``main_metric`` picks
+the one Δ_MTL uses (default ``mean_error``; the Cityscapes reader sets ``l1``), both
+lower is better.
 
 ``attribute_group`` is one task made of K binary attributes (Maximum Roaming's CelebA
 groups, its Appendix "Celeb-A"): binary cross-entropy averaged over the group's
@@ -64,8 +67,17 @@ class InstanceOffset(Task):
     dense = True
     main_metric = "mean_error"
     higher_is_better = False
+    default_options = {"main_metric": "mean_error"}
 
     out_channels = 2  # type: ignore[assignment]
+
+    def __init__(self, name, spec, options=None) -> None:
+        super().__init__(name, spec, options)
+        chosen = self.options["main_metric"]
+        if chosen not in ("mean_error", "l1"):
+            raise BadInput(f"task '{name}': option main_metric is {chosen!r}; valid for type instance_offset: "
+                           "mean_error, l1")
+        self.main_metric = chosen
 
     @staticmethod
     def _split(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,11 +23,21 @@ import torch.nn.functional as F
 
 from branchnet.errors import BadInput
 from branchnet.tasks.base import Task, register_task_type
-from branchnet.tasks.metrics import AngularErrors, Accuracy, ConfusionMatrix, MeanAccumulator, RegressionErrors, ThresholdF
+from branchnet.tasks.metrics import (AngularErrors, Accuracy, BoundaryF, Combined, ConfusionMatrix, MeanAccumulator,
+                                     RegressionErrors, ThresholdF)
 
 
 def _count(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum().to(torch.float32)
+
+
+def _choose_main_metric(task: Task, choices: tuple[str, ...]) -> None:
+    """Set ``task.main_metric`` from its ``main_metric`` option (one of ``choices``)."""
+    chosen = task.options.get("main_metric") or choices[0]
+    if chosen not in choices:
+        raise BadInput(f"task '{task.name}': option main_metric is {chosen!r}; valid for type "
+                       f"{task.type_name}: {', '.join(choices)}")
+    task.main_metric = chosen
 
 
 @register_task_type
@@ -63,14 +73,28 @@ class Segmentation(Task):
 
 @register_task_type
 class Depth(Task):
-    """Depth: L1 loss on valid pixels (target > 0); RMSE, lower is better."""
+    """Depth: L1 loss on valid pixels (target > 0); RMSE, lower is better.
+
+    Metrics over valid pixels, in the target's unit (metres; pixels for disparity):
+    ``rmse``, ``log_rmse``, ``mae``, ``abs_rel``, ``delta1``. Option ``main_metric``
+    (``rmse``, ``mae``, ``log_rmse`` or ``abs_rel``, all lower-is-better) picks the one
+    Δ_MTL uses: the survey's NYUD-v2 tables use RMSE; Cityscapes' "D (px)" is the mean
+    absolute disparity error (``mae``, Sener & Koltun's evaluation, which the
+    branched-networks paper follows).
+    """
 
     type_name = "depth"
     dense = True
     main_metric = "rmse"
     higher_is_better = False
+    default_options = {"main_metric": "rmse"}
+    METRICS = ("rmse", "mae", "log_rmse", "abs_rel")
 
     out_channels = 1  # type: ignore[assignment]
+
+    def __init__(self, name, spec, options=None) -> None:
+        super().__init__(name, spec, options)
+        _choose_main_metric(self, self.METRICS)
 
     @staticmethod
     def _valid(target):
@@ -116,15 +140,32 @@ class Normals(Task):
 
 @register_task_type
 class Edges(Task):
-    """Edge detection: class-balanced BCE (weight ``pos_weight`` on edges); odsF (%), higher."""
+    """Edge detection: class-balanced BCE (weight ``pos_weight`` on edges); odsF (%), higher.
+
+    ``odsF`` is the benchmarks' optimal-dataset-scale F-measure with boundary matching
+    within ``max_dist`` times the image diagonal (:class:`~branchnet.tasks.metrics.BoundaryF`;
+    0.0075 as PASCAL-Context, 0.011 for NYUD-v2), with ``odsP``, ``odsR`` and
+    ``ods_threshold``; ``matching`` is ``dilation`` (fast) or ``exact`` (one-to-one
+    matching, slow). ``pixel_odsF`` and ``pixel_F@0.5`` count hits per pixel without a
+    tolerance (the main metric before the benchmark protocol).
+    """
 
     type_name = "edges"
     dense = True
     main_metric = "odsF"
     higher_is_better = True
-    default_options = {"pos_weight": 0.95, "ignore_value": 255}
+    default_options = {"pos_weight": 0.95, "ignore_value": 255, "max_dist": 0.0075, "matching": "dilation"}
 
     out_channels = 1  # type: ignore[assignment]
+
+    def __init__(self, name, spec, options=None) -> None:
+        super().__init__(name, spec, options)
+        max_dist = self.options["max_dist"]
+        if isinstance(max_dist, bool) or not isinstance(max_dist, (int, float)) or not 0 <= max_dist < 1:
+            raise BadInput(f"task '{name}': option max_dist is {max_dist!r}; it must be a fraction of the image "
+                           "diagonal in [0, 1), e.g. 0.0075 (PASCAL-Context) or 0.011 (NYUD-v2)")
+        if self.options["matching"] not in ("dilation", "exact"):
+            raise BadInput(f"task '{name}': option matching is {self.options['matching']!r}; valid: dilation, exact")
 
     def _valid(self, target):
         return target != self.options["ignore_value"]
@@ -138,7 +179,7 @@ class Edges(Task):
         return loss[valid].sum(), _count(valid)
 
     def make_accumulator(self):
-        return ThresholdF()
+        return Combined(BoundaryF(self.options["max_dist"], self.options["matching"]), ThresholdF(prefix="pixel_"))
 
     def update_metrics(self, acc, pred, target):
         acc.update(torch.sigmoid(pred), target, self._valid(target))
@@ -167,12 +208,24 @@ class Keypoints(Task):
 
 @register_task_type
 class Classification(Task):
-    """Image classification: cross-entropy; accuracy (%), higher is better."""
+    """Image classification: cross-entropy; accuracy (%), higher is better.
+
+    ``accuracy`` is top-1, ``top5`` is reported beside it with more than 5 classes; option
+    ``main_metric`` (``accuracy`` or ``top5``) picks the one Δ_MTL uses (Taskonomy's
+    scene classification: top-5, the branched-networks paper's Table 1).
+    """
 
     type_name = "classification"
     dense = False
     main_metric = "accuracy"
     higher_is_better = True
+    default_options = {"main_metric": "accuracy"}
+
+    def __init__(self, name, spec, options=None) -> None:
+        super().__init__(name, spec, options)
+        _choose_main_metric(self, ("accuracy", "top5"))
+        if self.main_metric == "top5" and (spec.num_classes or 0) <= 5:
+            raise BadInput(f"task '{name}': main_metric top5 needs more than 5 classes, it has {spec.num_classes}")
 
     @property
     def out_channels(self) -> int:

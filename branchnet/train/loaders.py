@@ -28,7 +28,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, *, train: bool,
     world, rank = (dist_utils.world_size(), dist_utils.rank()) if shard or train else (1, 0)
     pin = device is not None and device.type == "cuda"
     if train:
-        set_epoch(dataset, epoch)
+        set_epoch(dataset, epoch, seed)
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         if world > 1:
             order = torch.randperm(len(dataset), generator=generator).tolist()
@@ -45,12 +45,12 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, *, train: bool,
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin)
 
 
-def set_epoch(dataset: Dataset, epoch: int) -> None:
+def set_epoch(dataset: Dataset, epoch: int, seed: int) -> None:
     """Tell ``dataset`` (or the dataset a ``Subset`` wraps) which epoch it serves, so that its
     random augmentation depends only on (seed, epoch, index) and a resumed run redraws it."""
     while dataset is not None:
         if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
+            dataset.set_epoch(epoch, seed)
             return
         dataset = getattr(dataset, "dataset", None)
 
