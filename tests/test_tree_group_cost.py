@@ -6,16 +6,18 @@ branchnet.tree.group_cost.
 """
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 
-from branchnet.affinity import AffinityData
+from branchnet.affinity import AffinityData, save_affinity
 from branchnet.errors import BadInput
 from branchnet.tree import make_tree, tree_dissimilarity
 from branchnet.tree.group_cost import GroupCost, sensitivity_cost, sensitivity_weights, shared_per_task_delta
 from branchnet.tree.search import pareto_sweep, search_tree
 from branchnet.tree.search.subsets import subset_costs
+from conftest import assert_one_line_error
 
 TOL = 1e-9
 
@@ -194,3 +196,28 @@ def test_sensitivity_weights():
                      cost=sensitivity_cost({"t0": -4.0, "t1": -2.0, "t2": 0.0}, aff.tasks))
     assert tree.to_json()["cost"] == {"name": "sensitivity", "task_weights": [2.0, 1.5, 1.0]}
 
+
+def test_build_cli_cost_option(cli, tmp_path):
+    aff, _ = instance(2, 4, 4)
+    path = tmp_path / "run" / "affinity.npz"
+    path.parent.mkdir()
+    save_affinity(path, aff)
+    budget = str(int(aff.stage_params.sum() * 2 + aff.head_params.sum()))
+    result = cli("build", "--affinity", path, "--params", budget, "--cost", "mean", "--json")
+    assert result.code == 0, result.err
+    tree = json.loads(result.out)
+    assert tree["cost"]["name"] == "mean"
+    assert tree["dissimilarity"] == pytest.approx(direct(tree["partitions"], aff, "mean"))
+    assert_one_line_error(cli("build", "--affinity", path, "--params", budget, "--cost", "sensitivity"),
+                          "metrics.json")
+    shared = tmp_path / "run" / "branched" / "shared" / "metrics.json"
+    shared.parent.mkdir(parents=True)
+    delta = {"t0": -8.0, "t1": 1.0, "t2": -2.0, "t3": 0.5}
+    shared.write_text(json.dumps({"partitions": [[aff.tasks]] * 4, "delta_mtl": {"test": {"per_task": delta}}}))
+    result = cli("build", "--affinity", path, "--params", budget, "--cost", "sensitivity", "--json")
+    assert result.code == 0, result.err
+    tree = json.loads(result.out)
+    weights = sensitivity_weights(delta, aff.tasks)
+    assert tree["cost"]["task_weights"] == list(weights)
+    assert tree["dissimilarity"] == pytest.approx(direct(tree["partitions"], aff, "sensitivity", weights))
+    assert_one_line_error(cli("build", "--affinity", path, "--params", budget, "--cost", "median"), "cost")
