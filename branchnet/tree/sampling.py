@@ -44,9 +44,9 @@ def budget_window(budget: float, fraction: float = WINDOW_FRACTION) -> tuple[flo
     return fraction * float(budget), float(budget)
 
 
-def _inside(value: float, lo: float, hi: float) -> bool:
-    """``lo <= value <= hi`` up to float rounding (as the search's budget check)."""
-    return value >= lo - 1e-9 * max(1.0, abs(lo)) and value <= hi + 1e-9 * max(1.0, abs(hi))
+def _inside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo <= values <= hi`` elementwise, up to float rounding (as the search's budget check)."""
+    return (values >= lo - 1e-9 * max(1.0, abs(lo))) & (values <= hi + 1e-9 * max(1.0, abs(hi)))
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TreeSpace:
         params = every @ self.stage_params + self.head_params.sum()
         if self.window is not None:
             lo, hi = self.window
-            inside = np.array([_inside(float(p), lo, hi) for p in params], dtype=bool)
+            inside = _inside(params, lo, hi)
             every, params = every[inside], params[inside]
         order = np.lexsort(tuple(every[:, j] for j in range(depth - 1, -1, -1)) + (params,))
         self.vectors, self.params = every[order], params[order]
