@@ -111,19 +111,33 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i], {"seg": self.seg[i], "depth": self.depth[i]}
 
 
+class _TwoHeads(torch.nn.Module):
+    """A small stand-in for a trained model: ``forward(x) -> {task: prediction}`` and ``tasks``
+    (all per_image_losses uses); BatchNorm makes eval mode matter."""
+
+    def __init__(self, tasks):
+        super().__init__()
+        self.tasks = tasks
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU())
+        self.seg = torch.nn.Conv2d(6, 4, 1)
+        self.depth = torch.nn.Conv2d(6, 1, 1)
+
+    def forward(self, x):
+        h = self.body(x)
+        return {"seg": self.seg(h), "depth": self.depth(h)}
+
+
 def test_per_image_losses_are_each_image_alone():
     from branchnet.affinity.losses import per_image_losses
-    from branchnet.config import ModelConfig
-    from branchnet.nn.branched import BranchedNet
     from branchnet.nn.model_file import LoadedModel
     from branchnet.tasks import TaskSpec, make_task
-    from branchnet.tree import shared_partitions
 
     tasks = [make_task("seg", TaskSpec("segmentation", num_classes=4, ignore_index=255)),
              make_task("depth", TaskSpec("depth"))]
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", width=0.125, output_stride=8, head_channels=8)
-    net = BranchedNet(tasks, shared_partitions(["seg", "depth"], 4), cfg, (32, 32))
+    net = _TwoHeads(tasks)
+    with torch.no_grad():  # running statistics away from the initial ones, so that eval mode matters
+        net.body[1].running_mean.uniform_(-1, 1)
     net.train()
     data = _Images()
     loaded = LoadedModel(net, None, tasks, "single")
