@@ -4,7 +4,9 @@ Format (docs/design.md, "File formats"): ``affinity`` float64 (D, N, N); ``tasks
 ``locations`` str (D,); optional ``stage_params`` int64 (D,), ``head_params`` int64 (N,),
 ``stage_flops`` (D,), ``head_flops`` (N,) per image at the configured input size,
 ``rdms`` float32 (N, D, K, K), ``affinity_std`` (D, N, N). branchnet also records the
-optional ``backbone`` (str) and ``input_size`` int64 (2,) the costs were measured for.
+optional ``backbone`` (str) and ``input_size`` int64 (2,) the costs were measured for, and
+``measure`` (str): which affinity made the file (docs/design.md, "Evaluation": ``"rsa"``,
+``"fafs"``, ``"tag"``, ...); a file without it reads as ``"rsa"``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class AffinityData:
         backbone: name of the backbone the costs belong to, or None.
         input_size: (H, W) the FLOPs were counted at, or None.
         extra: any other arrays found in the file (kept on re-save).
+        measure: the affinity measure that made ``affinity`` (``"rsa"``, ``"fafs"``, ``"tag"``...).
     """
 
     affinity: np.ndarray
@@ -55,6 +58,7 @@ class AffinityData:
     backbone: str | None = None
     input_size: tuple[int, int] | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    measure: str = "rsa"
 
     @property
     def num_tasks(self) -> int:
@@ -104,6 +108,9 @@ class AffinityData:
                 raise BadInput(f"{source}: '{key}' must have shape {expect}, got {value.shape}")
             if not np.all(np.isfinite(value)) or (key != "affinity_std" and np.any(value < 0)):
                 raise BadInput(f"{source}: '{key}' must hold finite non-negative numbers")
+        if not isinstance(self.measure, str) or not self.measure.strip():
+            raise BadInput(f"{source}: 'measure' must name the affinity measure (e.g. rsa, fafs), "
+                           f"got {self.measure!r}")
         if self.rdms is not None:
             r = np.asarray(self.rdms)
             if r.ndim != 4 or r.shape[:2] != (n, d) or r.shape[2] != r.shape[3]:
@@ -113,7 +120,7 @@ class AffinityData:
 
 
 _KNOWN = {"affinity", "tasks", "locations", "stage_params", "head_params", "stage_flops", "head_flops",
-          "rdms", "affinity_std", "backbone", "input_size"}
+          "rdms", "affinity_std", "backbone", "input_size", "measure"}
 
 
 def save_affinity(path: str | os.PathLike, data: AffinityData) -> Path:
@@ -123,6 +130,7 @@ def save_affinity(path: str | os.PathLike, data: AffinityData) -> Path:
         "affinity": np.asarray(data.affinity, dtype=np.float64),
         "tasks": np.asarray(data.tasks, dtype=str),
         "locations": np.asarray(data.locations, dtype=str),
+        "measure": np.asarray(data.measure, dtype=str),
     }
     for key in ("stage_params", "head_params"):
         if getattr(data, key) is not None:
@@ -162,6 +170,9 @@ def load_affinity(path: str | os.PathLike) -> AffinityData:
         return [str(v) for v in value.tolist()]
 
     input_size = arrays.get("input_size")
+    measure = arrays.get("measure")
+    if measure is not None and measure.ndim != 0:
+        raise BadInput(f"affinity file {path}: 'measure' must be one name (a 0-d string), got shape {measure.shape}")
     data = AffinityData(
         affinity=arrays["affinity"],
         tasks=names("tasks"),
@@ -175,5 +186,6 @@ def load_affinity(path: str | os.PathLike) -> AffinityData:
         backbone=str(arrays["backbone"]) if "backbone" in arrays else None,
         input_size=tuple(int(v) for v in input_size.tolist()) if input_size is not None else None,
         extra={k: v for k, v in arrays.items() if k not in _KNOWN},
+        measure=str(measure) if measure is not None else "rsa",
     )
     return data.validate(f"affinity file {path}")

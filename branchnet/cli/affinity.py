@@ -1,4 +1,4 @@
-"""``branchnet affinity``: RSA task affinity at every branch point."""
+"""``branchnet affinity``: RSA task affinity at every branch point (or FAFS from per-image losses)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def affinity(
                              "free GPU memory on a GPU); larger blocks are spilled to disk.")] = None,
     device: Annotated[str, typer.Option(
         "--device", help="Where models and products run: auto (cuda when present), cpu, cuda, cuda:N.")] = "auto",
+    measure: Annotated[str, typer.Option(
+        "--measure", help="rsa (feature similarity, the paper's) or fafs (agreement on easy/difficult images, "
+                          "Lu et al. 2017, from per-image losses).")] = "rsa",
+    losses: Annotated[Optional[Path], typer.Option(
+        "--losses", help="With --measure fafs: an .npz of per-image losses, one array (K,) per task (key = task "
+                         "name), the same images in the same order.")] = None,
+    locations: Annotated[Optional[str], typer.Option(
+        "--locations", help="With --losses: the D branch-point names, comma-separated (FAFS is the same at "
+                            "each; default: ResNet's layer1,layer2,layer3,layer4).")] = None,
     out: OutOption = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
@@ -45,11 +54,23 @@ def affinity(
     """Measure task affinity (RSA) at every branch point -> affinity.npz, affinity.json, figures.
 
     `branchnet affinity --config CFG [--runs DIR]` uses the trained single-task models;
-    `branchnet affinity --features F.npz --out A.npz` uses features extracted elsewhere.
+    `branchnet affinity --features F.npz --out A.npz` uses features extracted elsewhere;
+    `branchnet affinity --measure fafs --losses L.npz --out A.npz` makes the FAFS affinity of
+    per-image losses (the same N x N at every location, no costs: give them to `build`).
     """
-    from branchnet.errors import BadInput
+    from branchnet.errors import BadInput, unknown_choice
     from branchnet.progress import say
     from branchnet.units import parse_budget
+
+    if measure not in ("rsa", "fafs"):
+        raise unknown_choice("affinity measure", measure, ("rsa", "fafs"))
+    if losses is not None and measure != "fafs":
+        raise BadInput("--losses (per-image losses) make the FAFS affinity: add --measure fafs")
+    if measure == "fafs":
+        return _fafs(config, features, losses, locations, out)
+    if locations is not None:
+        raise BadInput("--locations names the branch points of --measure fafs --losses; RSA takes them from "
+                       "the features or the models")
 
     if (config is None) == (features is None):
         raise BadInput("give exactly one of --config CFG (trained models) or --features F.npz (own features)")
@@ -92,3 +113,24 @@ def affinity(
         paths = affinity_from_runs(cfg, runs_dir, out=out, **settings)
     if paths:
         say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))
+
+
+def _fafs(config: Optional[Path], features: Optional[Path], losses: Optional[Path], locations: Optional[str],
+          out: Optional[Path]) -> None:
+    """``--measure fafs --losses L.npz --out A.npz``."""
+    from branchnet.affinity.fafs import affinity_from_losses, parse_locations
+    from branchnet.errors import BadInput
+    from branchnet.progress import say
+
+    if losses is None:
+        if config is not None:
+            raise BadInput("--measure fafs from the run's single-task models (--config) is not available yet; "
+                           "compute per-image losses (branchnet.affinity.losses.per_image_losses) and pass "
+                           "them with --losses L.npz --out A.npz")
+        raise BadInput("--measure fafs needs per-image losses: --losses L.npz (one array (K,) per task) --out A.npz")
+    if features is not None or config is not None:
+        raise BadInput("--losses is the whole input of --measure fafs; drop --features/--config")
+    if out is None:
+        raise BadInput("--losses needs --out A.npz: where to write the FAFS affinity")
+    paths = affinity_from_losses(losses, out, parse_locations(locations))
+    say("affinity (fafs): wrote " + ", ".join(str(p) for p in dict(paths).values()))

@@ -62,6 +62,12 @@ def build(
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Cost the stages of this timm backbone (with --config's heads) instead of the affinity file's costs.")] = None,
     input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W at which --backbone's FLOPs are counted (default: the config's image size).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Config whose task heads (and default backbone/size) cost the tree with --backbone.")] = None,
+    cost: Annotated[str, typer.Option("--cost", help="How a tree's groups add up: max (the paper's: mean over groups of the worst pair), mean (mean pair), weighted (size-weighted mean of the worst pair), sensitivity (max, pairs weighed by each task's loss in the all-shared network).")] = "max",
+    shared_metrics: Annotated[Optional[Path], typer.Option("--shared-metrics", help="metrics.json of the all-shared network for --cost sensitivity (default: branched/shared/metrics.json beside the affinity file).")] = None,
+    random: Annotated[Optional[int], typer.Option("--random", help="List K random trees of the budget window [0.9 B, B] of --params (uniform over trees; no tree.json).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --random.")] = 0,
+    exhaustive: Annotated[bool, typer.Option("--exhaustive", help="List every tree (in the budget window of --params when given; no tree.json).")] = False,
+    branch_stages: Annotated[Optional[int], typer.Option("--branch-stages", help="With --exhaustive/--random: only trees that branch in the last L stages (the paper's Fig. 5: 3).")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Search the branched tree of least task dissimilarity under a budget; write tree.json.
@@ -69,6 +75,8 @@ def build(
     The tree (groups per stage) is printed with its params, FLOPs and dissimilarity and
     the cost of the all-shared and all-separate networks. tree.json goes beside the
     affinity file unless --out says otherwise; --sweep also writes sweep.png there.
+    --random K / --exhaustive list a population of trees instead (--json: a JSON list of
+    tree.json objects; --out FILE writes that list).
     """
     import json
 
@@ -77,6 +85,12 @@ def build(
     from branchnet.errors import BadInput
     from branchnet.units import parse_budget
 
+    if random is not None or exhaustive:
+        return _population(affinity, params, random, seed, exhaustive, branch_stages, sweep, cost, shared_metrics,
+                           out, json_out, quiet, _cost_arrays(stage_params, head_params, stage_flops, head_flops),
+                           backbone, input_size, config)
+    if branch_stages is not None:
+        raise BadInput("--branch-stages restricts --exhaustive or --random; add one of them")
     if params is None and not sweep:
         raise BadInput("give a params budget with --params (e.g. --params 120M), or --sweep to see every budget")
     data = load_affinity(affinity)
@@ -89,8 +103,11 @@ def build(
                  head_params=_parse_costs(head_params, "--head-params"),
                  stage_flops=_parse_costs(stage_flops, "--stage-flops"),
                  head_flops=_parse_costs(head_flops, "--head-flops")).items() if v is not None})
+    from branchnet.steps.build import group_cost_for
+
+    group_cost = group_cost_for(cost, data, shared_metrics, affinity)
     report = build_tree(data, budget, flops_budget, method="exact" if exact else "auto", sweep=sweep,
-                        costs=costs, out=out, affinity_path=affinity)
+                        costs=costs, out=out, affinity_path=affinity, cost=group_cost)
     if json_out:
         payload: object
         if report.tree is not None and report.sweep is None:
@@ -107,6 +124,61 @@ def build(
 
         for path in report.written:
             say(f"wrote {path}")
+
+
+def _cost_arrays(stage_params: str | None, head_params: str | None, stage_flops: str | None,
+                 head_flops: str | None) -> dict[str, list[float]]:
+    return {k: v for k, v in dict(stage_params=_parse_costs(stage_params, "--stage-params"),
+            head_params=_parse_costs(head_params, "--head-params"),
+            stage_flops=_parse_costs(stage_flops, "--stage-flops"),
+            head_flops=_parse_costs(head_flops, "--head-flops")).items() if v is not None}
+
+
+def _population(affinity: Path, params: str | None, random: int | None, seed: int, exhaustive: bool,
+                branch_stages: int | None, sweep: bool, cost: str, shared_metrics: Path | None, out: Path | None,
+                json_out: bool, quiet: bool, explicit: dict, backbone: str | None,
+                input_size: tuple[int, int] | None, config: Path | None) -> None:
+    """``build --random K`` / ``build --exhaustive``: print (and with --out write) a population."""
+    import json
+    import sys
+
+    from branchnet.affinity import load_affinity
+    from branchnet.errors import BadInput
+    from branchnet.steps.build import group_cost_for, list_trees
+    from branchnet.tree.report import population_table
+    from branchnet.units import format_count, parse_budget
+
+    if random is not None and exhaustive:
+        raise BadInput("give one of --random K (random trees of a budget window) or --exhaustive (every tree)")
+    if sweep:
+        raise BadInput("--sweep lists the optimal trees; it does not combine with --random or --exhaustive")
+    data = load_affinity(affinity)
+    budget = parse_budget(params, "params budget") if params is not None else None
+    costs: dict = {}
+    if backbone is not None or input_size is not None or config is not None:
+        data, costs = _backbone_costs(data, config, backbone, input_size)
+    costs.update(explicit)
+    group_cost = group_cost_for(cost, data, shared_metrics, affinity)
+    population = list_trees(data, budget, random=random, seed=seed, exhaustive=exhaustive,
+                            branch_stages=branch_stages, costs=costs, cost=group_cost, out=out)
+    window = ""
+    if population.window is not None:
+        window = f" with params in [{format_count(population.window[0])}, {format_count(population.window[1])}]"
+    if random is not None and population.took_all and not quiet:
+        print(f"branchnet: note: the budget window{window} holds only {population.total} trees (besides the "
+              f"all-shared and all-separate ones), not the {random} asked for: listing all of them", file=sys.stderr)
+    if json_out:
+        typer.echo(json.dumps([t.to_json() for t in population.trees], indent=2, allow_nan=False))
+    else:
+        from rich.console import Console
+
+        kind = "random trees" if random is not None else "trees"
+        title = f"{len(population.trees)} {kind} of {population.total}{window}"
+        Console(highlight=False).print(population_table(population.trees, title))
+    if out is not None and not quiet:
+        from branchnet.progress import say
+
+        say(f"wrote {out}")
 
 
 @app.command("export")

@@ -353,5 +353,5 @@ def affinity_to_data(result: AffinityResult, tasks: Sequence[str] | None = None,
         stage_flops=array(stage_flops, np.float64), head_flops=array(head_flops, np.float64),
         rdms=result.rdms, affinity_std=result.affinity_std, backbone=backbone,
         input_size=tuple(int(v) for v in input_size) if input_size is not None else None,
-        extra=extra,
+        extra=extra, measure="rsa",
     ).validate("affinity")

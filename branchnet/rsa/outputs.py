@@ -33,7 +33,7 @@ def check_out_path(out_npz: str | os.PathLike) -> Path:
 
 def affinity_json(data: AffinityData, settings: dict[str, Any]) -> dict[str, Any]:
     """The content of affinity.json: the npz's arrays (RDMs only by shape) plus the settings used."""
-    content: dict[str, Any] = {"tasks": list(data.tasks), "locations": list(data.locations),
+    content: dict[str, Any] = {"measure": data.measure, "tasks": list(data.tasks), "locations": list(data.locations),
                                "affinity": np.asarray(data.affinity)}
     for key in ("stage_params", "head_params", "stage_flops", "head_flops", "affinity_std"):
         value = getattr(data, key)

@@ -12,6 +12,12 @@ from branchnet.affinity import AffinityData
 from branchnet.plotting import plt, save_figure
 
 
+def _label(data: AffinityData) -> str:
+    """The axis label of the measure that made ``data``."""
+    return {"rsa": "task affinity (Spearman)", "fafs": "task affinity (FAFS: P(same difficulty))"}.get(
+        data.measure, f"task affinity ({data.measure})")
+
+
 def plot_affinity_heatmaps(data: AffinityData, path: str | os.PathLike) -> Path:
     """One N x N heatmap per location, shallow to deep, with the values written in.
 
@@ -47,7 +53,7 @@ def plot_affinity_heatmaps(data: AffinityData, path: str | os.PathLike) -> Path:
                 ax.text(j, i, text, ha="center", va="center", fontsize=7 if n <= 6 else 5,
                         color="black" if shade > 0.6 else "white")
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="task affinity (Spearman)")
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=_label(data))
     fig.suptitle("Task affinity per location", fontsize=11)
     return save_figure(fig, path)
 
@@ -73,7 +79,7 @@ def plot_affinity_by_depth(data: AffinityData, path: str | os.PathLike) -> Path:
             ax.plot(x, a[:, i, j], marker="o", linestyle=style, label=label)
     ax.set_xticks(x, data.locations)
     ax.set_xlabel("location (shallow to deep)")
-    ax.set_ylabel("task affinity (Spearman)")
+    ax.set_ylabel(_label(data))
     ax.grid(alpha=0.3)
     if pairs:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(pairs) // 16)

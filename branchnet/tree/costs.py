@@ -8,7 +8,9 @@ With ``k_d = |P_d|`` the number of groups at stage d::
 
 (a singleton group counts 0): the clustering cost ``C_cluster`` of Vandenhende et al.,
 "Branched Multi-Task Networks", Section 3.2. :func:`make_tree` prices a chain of
-partitions from these definitions.
+partitions from these definitions. ``cost=`` picks another way to add up the groups
+(``"mean"``, ``"weighted"``, or the ``sensitivity`` :class:`~branchnet.tree.group_cost.GroupCost`;
+defined in :mod:`branchnet.tree.group_cost`); the default ``"max"`` is the paper's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from branchnet.errors import BadInput
+from branchnet.tree.group_cost import GroupCost, divisor, group_term, resolve_cost
 from branchnet.tree.record import Partitions, Tree, check_partitions, plain_number, separate_partitions, shared_partitions
 
 
@@ -49,16 +52,28 @@ def tree_flops(partitions: Partitions, tasks: Sequence[str], stage_flops: Any, h
     return _cost(partitions, tasks, stage_flops, head_flops, "flops")
 
 
-def tree_dissimilarity(partitions: Partitions, tasks: Sequence[str], affinity: Any) -> float:
+def tree_dissimilarity(partitions: Partitions, tasks: Sequence[str], affinity: Any,
+                       cost: str | GroupCost | None = "max") -> float:
     """``sum_d mean_{g in P_d} max_{i<j in g} (1 - A[d, i, j])``; singletons count 0.
 
     ``affinity`` is the (D, N, N) task-affinity tensor with tasks in the order of ``tasks``.
+    ``cost`` adds the groups up another way (:mod:`branchnet.tree.group_cost`):
+    ``sum_d (1 / Z_d) sum_{g in P_d} c_d(g)``.
     """
     a = np.asarray(affinity, dtype=np.float64)
     if a.ndim != 3 or a.shape[0] != len(partitions) or a.shape[1:] != (len(tasks), len(tasks)):
         raise BadInput(f"affinity of shape {a.shape} does not fit a tree of {len(partitions)} stages "
                        f"and {len(tasks)} tasks")
     index = {t: i for i, t in enumerate(tasks)}
+    group_cost = resolve_cost(cost, tasks)
+    if group_cost.name != "max":
+        dist = group_cost.distances(1.0 - a)
+        total = 0.0
+        for d, partition in enumerate(partitions):
+            level = sum(group_term(dist[d], np.array([index[t] for t in group]), group_cost.form)
+                        for group in partition)
+            total += level / divisor(len(partition), len(tasks), group_cost.form)
+        return total
     total = 0.0
     for d, partition in enumerate(partitions):
         level = 0.0
@@ -72,9 +87,18 @@ def tree_dissimilarity(partitions: Partitions, tasks: Sequence[str], affinity: A
 
 def make_tree(partitions: Partitions, tasks: Sequence[str], locations: Sequence[str], affinity: Any,
               stage_params: Any, head_params: Any, stage_flops: Any = None, head_flops: Any = None,
-              budget: dict[str, Any] | None = None, **fields: Any) -> Tree:
-    """A :class:`Tree` with its params, FLOPs and dissimilarity computed from the definitions."""
+              budget: dict[str, Any] | None = None, cost: str | GroupCost | None = "max", **fields: Any) -> Tree:
+    """A :class:`Tree` with its params, FLOPs and dissimilarity computed from the definitions.
+
+    The dissimilarity is under ``cost`` (:mod:`branchnet.tree.group_cost`); a cost other
+    than the paper's ``max`` is recorded in the tree's ``extra["cost"]``
+    (:meth:`GroupCost.to_json`), so its tree.json says how it was scored.
+    """
     partitions = check_partitions([[list(g) for g in p] for p in partitions], tasks)
+    group_cost = resolve_cost(cost, tasks)
+    if group_cost.name != "max":
+        fields.setdefault("extra", {})
+        fields["extra"] = {**fields["extra"], "cost": group_cost.to_json()}
     flops = None
     if stage_flops is not None and head_flops is not None:
         flops = tree_flops(partitions, tasks, stage_flops, head_flops)
@@ -87,30 +111,33 @@ def make_tree(partitions: Partitions, tasks: Sequence[str], locations: Sequence[
                                 "head_flops": listed(head_flops) if flops is not None else None})
     return Tree(tasks=list(tasks), locations=list(locations), partitions=partitions,
                 params=tree_params(partitions, tasks, stage_params, head_params), flops=flops,
-                dissimilarity=tree_dissimilarity(partitions, tasks, affinity),
+                dissimilarity=tree_dissimilarity(partitions, tasks, affinity, group_cost),
                 budget=dict(budget or {"params": None, "flops": None}), **fields)
 
 
 def shared_tree(tasks: Sequence[str], locations: Sequence[str], affinity: Any = None, stage_params: Any = None,
-                head_params: Any = None, stage_flops: Any = None, head_flops: Any = None) -> Tree:
+                head_params: Any = None, stage_flops: Any = None, head_flops: Any = None,
+                cost: str | GroupCost | None = "max") -> Tree:
     """The all-shared tree: every task shares every stage.
 
-    Costs and dissimilarity are filled in when ``affinity`` and the cost arrays are
-    given; otherwise params is 0, flops None and dissimilarity NaN.
+    Costs and dissimilarity (under ``cost``) are filled in when ``affinity`` and the cost
+    arrays are given; otherwise params is 0, flops None and dissimilarity NaN.
     """
     return _end_tree(shared_partitions(tasks, len(locations)), tasks, locations, affinity,
-                     stage_params, head_params, stage_flops, head_flops)
+                     stage_params, head_params, stage_flops, head_flops, cost)
 
 
 def separate_tree(tasks: Sequence[str], locations: Sequence[str], affinity: Any = None, stage_params: Any = None,
-                  head_params: Any = None, stage_flops: Any = None, head_flops: Any = None) -> Tree:
+                  head_params: Any = None, stage_flops: Any = None, head_flops: Any = None,
+                  cost: str | GroupCost | None = "max") -> Tree:
     """The all-separate tree: one branch per task from the root (dissimilarity 0)."""
     return _end_tree(separate_partitions(tasks, len(locations)), tasks, locations, affinity,
-                     stage_params, head_params, stage_flops, head_flops)
+                     stage_params, head_params, stage_flops, head_flops, cost)
 
 
 def _end_tree(partitions: Partitions, tasks: Sequence[str], locations: Sequence[str], affinity: Any,
-              stage_params: Any, head_params: Any, stage_flops: Any, head_flops: Any) -> Tree:
+              stage_params: Any, head_params: Any, stage_flops: Any, head_flops: Any,
+              cost: str | GroupCost | None = "max") -> Tree:
     tasks, locations = list(tasks), list(locations)
     params: float | int = 0
     if stage_params is not None and head_params is not None:
@@ -118,6 +145,6 @@ def _end_tree(partitions: Partitions, tasks: Sequence[str], locations: Sequence[
     flops = None
     if stage_flops is not None and head_flops is not None:
         flops = tree_flops(partitions, tasks, stage_flops, head_flops)
-    diss = tree_dissimilarity(partitions, tasks, affinity) if affinity is not None else float("nan")
+    diss = tree_dissimilarity(partitions, tasks, affinity, cost) if affinity is not None else float("nan")
     return Tree(tasks=tasks, locations=locations, partitions=partitions, params=params, flops=flops,
                 dissimilarity=diss)

@@ -52,7 +52,9 @@ def summary(tree: Tree) -> str:
         cap = f" (budget {format_count(budget['flops'])})" if budget.get("flops") is not None else ""
         flops = f" · {format_count(tree.flops)} FLOPs{cap}"
     method = f" · {tree.method} search" if tree.method else ""
-    return (f"params {format_count(tree.params)}{within}{flops} · dissimilarity {tree.dissimilarity:.4f} · "
+    cost = tree.extra.get("cost")
+    scored = f" ({cost['name']} cost)" if isinstance(cost, dict) and cost.get("name") else ""
+    return (f"params {format_count(tree.params)}{within}{flops} · dissimilarity {tree.dissimilarity:.4f}{scored} · "
             f"groups per stage {tuple(tree.group_counts)}{method}")
 
 
@@ -89,6 +91,19 @@ def sweep_table(trees: list[Tree]) -> Any:
     from rich.table import Table
 
     table = Table(title="optimal trees as the params budget grows (from this budget on)")
+    for name in ("#", "params", "FLOPs", "dissimilarity", "k per stage", "groups"):
+        table.add_column(name, overflow="fold")
+    for i, tree in enumerate(trees):
+        table.add_row(str(i), format_count(tree.params), format_count(tree.flops), f"{tree.dissimilarity:.4f}",
+                      ",".join(str(k) for k in tree.group_counts), _groups(tree))
+    return table
+
+
+def population_table(trees: list[Tree], title: str) -> Any:
+    """Trees of a population (``build --random`` / ``--exhaustive``) as a rich Table."""
+    from rich.table import Table
+
+    table = Table(title=title)
     for name in ("#", "params", "FLOPs", "dissimilarity", "k per stage", "groups"):
         table.add_column(name, overflow="fold")
     for i, tree in enumerate(trees):

@@ -14,6 +14,11 @@ task subsets that is provably optimal (N <= 10 in about a second), and
 :data:`AUTO_EXACT_MAX_TASKS` tasks. Ties (dissimilarities within
 :data:`~branchnet.tree.search.problem.TIE_TOL`) go to fewer params, then fewer FLOPs, then the
 lexicographically smaller group-count vector; the rest is deterministic search order.
+
+Every function takes ``cost=`` (:mod:`branchnet.tree.group_cost`: ``"max"``, the paper's and
+the default, ``"mean"``, ``"weighted"``, or a :class:`~branchnet.tree.group_cost.GroupCost`
+such as the ``sensitivity`` cost); the exact search handles each, the scalable one only the
+costs of the ``max`` form (``max``, ``sensitivity``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from branchnet.errors import BadInput, unknown_choice
 from branchnet.tree.search.problem import (TIE_TOL, Problem, canonical_labels, labels_to_partitions,
                                       separate_labels, shared_labels, within)
 from branchnet.tree import Tree
+from branchnet.tree.group_cost import GroupCost, resolve_cost
 from branchnet.units import format_count
 
 __all__ = ["search_tree", "pareto_sweep", "build_problem", "resolve_costs", "METHODS", "AUTO_EXACT_MAX_TASKS"]
@@ -73,26 +79,28 @@ def resolve_costs(affinity: AffinityData, stage_params: Sequence[float] | None =
 
 
 def build_problem(affinity: AffinityData, params_budget: float | None, flops_budget: float | None = None,
-                  **costs: Any) -> Problem:
+                  cost: str | GroupCost | None = "max", **costs: Any) -> Problem:
     """The index-form search problem; checks that the budget admits the all-shared tree.
 
+    ``cost`` is the group cost (:func:`~branchnet.tree.group_cost.resolve_cost`);
     ``costs`` are optional explicit ``stage_params``, ``head_params``, ``stage_flops``,
     ``head_flops`` overriding the affinity file's.
     """
-    return _setup(affinity, params_budget, flops_budget, costs)[0]
+    return _setup(affinity, params_budget, flops_budget, costs, resolve_cost(cost, affinity.tasks))[0]
 
 
 def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: float | None,
-           costs: dict[str, Any]) -> tuple[Problem, dict[str, np.ndarray | None]]:
+           costs: dict[str, Any], cost: GroupCost | None = None) -> tuple[Problem, dict[str, np.ndarray | None]]:
     c = resolve_costs(affinity, **costs)
     if flops_budget is not None and c["stage_flops"] is None:
         raise BadInput("a FLOPs budget needs FLOPs per stage and per head, and the affinity file has none; "
                        "drop the FLOPs budget or use an affinity made by `branchnet affinity --config`")
-    problem = Problem(dist=1.0 - np.asarray(affinity.affinity, dtype=np.float64),
+    cost = cost or GroupCost()
+    problem = Problem(dist=cost.distances(1.0 - np.asarray(affinity.affinity, dtype=np.float64)),
                       stage_params=c["stage_params"], head_params=float(c["head_params"].sum()),
                       stage_flops=c["stage_flops"],
                       head_flops=float(c["head_flops"].sum()) if c["head_flops"] is not None else None,
-                      max_params=params_budget, max_flops=flops_budget)
+                      max_params=params_budget, max_flops=flops_budget, form=cost.form)
     ones = np.ones(problem.depth, dtype=np.int64)
     for what, budget, cost in (("params", params_budget, problem.params_of(ones)),
                                ("FLOPs", flops_budget, problem.flops_of(ones))):
@@ -103,11 +111,17 @@ def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: fl
     return problem, c
 
 
-def _pick_method(method: str, n: int) -> str:
+def _pick_method(method: str, n: int, cost: GroupCost | None = None) -> str:
     from branchnet.tree.search.exact import MAX_EXACT_TASKS
 
     if method not in METHODS:
         raise unknown_choice("search method", method, METHODS)
+    if cost is not None and cost.form != "max":
+        if method == "scalable" or n > MAX_EXACT_TASKS:
+            raise BadInput(f"the {cost.name} cost is searched exactly only (the scalable search works on group "
+                           f"diameters), and the exact search handles at most {MAX_EXACT_TASKS} tasks; "
+                           f"there are {n}: use --cost max or --cost sensitivity, or fewer tasks")
+        return "exact"
     if method == "auto":
         return "exact" if n <= AUTO_EXACT_MAX_TASKS else "scalable"
     if method == "exact" and n > MAX_EXACT_TASKS:
@@ -128,17 +142,18 @@ def _labels_key(problem: Problem, labels: np.ndarray) -> tuple:
 
 
 def _to_tree(labels: np.ndarray, affinity: AffinityData, costs: dict[str, np.ndarray | None], method: str,
-             budget: dict[str, float | None]) -> Tree:
+             budget: dict[str, float | None], cost: GroupCost | None = None) -> Tree:
     from branchnet.tree import make_tree
 
     return make_tree(labels_to_partitions(labels, affinity.tasks), affinity.tasks, affinity.locations,
-                     affinity.affinity, budget=budget, backbone=affinity.backbone, method=method, **costs)
+                     affinity.affinity, budget=budget, backbone=affinity.backbone, method=method,
+                     cost=cost or "max", **costs)
 
 
 def search_tree(affinity: AffinityData, params_budget: float | None, flops_budget: float | None = None,
                 method: str = "auto", *, stage_params: Sequence[float] | None = None,
                 head_params: Sequence[float] | None = None, stage_flops: Sequence[float] | None = None,
-                head_flops: Sequence[float] | None = None) -> Tree:
+                head_flops: Sequence[float] | None = None, cost: str | GroupCost | None = "max") -> Tree:
     """The tree of least dissimilarity whose params (and FLOPs) fit the budget.
 
     Args:
@@ -149,17 +164,22 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
             ``"exact"`` (provably optimal) or ``"scalable"`` (local search, many tasks).
         stage_params, head_params, stage_flops, head_flops: explicit costs, (D,) and (N,),
             overriding those in the affinity file.
+        cost: the group cost the dissimilarity adds up (:mod:`branchnet.tree.group_cost`);
+            ``"max"`` is the paper's. Costs other than ``max``/``sensitivity`` always use the
+            exact search (N <= 14).
 
     Returns the :class:`~branchnet.tree.Tree`; ``tree.method`` says which search ran and
-    ``tree.notes`` holds remarks (a budget above the all-separate network).
+    ``tree.notes`` holds remarks (a budget above the all-separate network); its
+    dissimilarity is under ``cost`` (recorded in ``tree.extra["cost"]`` unless ``max``).
 
     Raises :class:`BadInput` for a budget below the all-shared network (naming the
-    minimum), missing costs, or an unknown method.
+    minimum), missing costs, or an unknown method or cost.
     """
+    group_cost = resolve_cost(cost, affinity.tasks)
     problem, costs = _setup(affinity, params_budget, flops_budget,
                             dict(stage_params=stage_params, head_params=head_params,
-                                 stage_flops=stage_flops, head_flops=head_flops))
-    chosen = _pick_method(method, affinity.num_tasks)
+                                 stage_flops=stage_flops, head_flops=head_flops), group_cost)
+    chosen = _pick_method(method, affinity.num_tasks, group_cost)
     if chosen == "exact":
         from branchnet.tree.search.exact import exact_search
 
@@ -169,7 +189,7 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
 
         labels = scalable_search(problem)
     budget = {"params": params_budget, "flops": flops_budget}
-    tree = _to_tree(labels, affinity, costs, chosen, budget)
+    tree = _to_tree(labels, affinity, costs, chosen, budget, group_cost)
     everyone = np.full(problem.depth, problem.num_tasks)
     if params_budget is not None and within(float(problem.params_of(everyone)), params_budget) and (
             flops_budget is None or within(float(problem.flops_of(everyone)), flops_budget)):
@@ -182,7 +202,7 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
 def pareto_sweep(affinity: AffinityData, flops_budget: float | None = None, method: str = "auto", *,
                  stage_params: Sequence[float] | None = None, head_params: Sequence[float] | None = None,
                  stage_flops: Sequence[float] | None = None, head_flops: Sequence[float] | None = None,
-                 scalable_budgets: int = 24) -> list[Tree]:
+                 scalable_budgets: int = 24, cost: str | GroupCost | None = "max") -> list[Tree]:
     """Every distinct optimal tree as the params budget grows from all-shared to all-separate.
 
     Returns trees in increasing params (and decreasing dissimilarity): tree i is the
@@ -191,12 +211,14 @@ def pareto_sweep(affinity: AffinityData, flops_budget: float | None = None, meth
     the last reaches dissimilarity 0 or the FLOPs cap. Each tree's ``budget["params"]``
     is its own params. With the exact method the path is complete and exact (one dynamic
     program for all budgets); the scalable method searches ``scalable_budgets`` budgets
-    spaced evenly in params and keeps the trees no other tree beats.
+    spaced evenly in params and keeps the trees no other tree beats. ``cost`` as in
+    :func:`search_tree`.
     """
     costs = dict(stage_params=stage_params, head_params=head_params, stage_flops=stage_flops,
                  head_flops=head_flops)
-    problem, resolved = _setup(affinity, None, flops_budget, costs)
-    chosen = _pick_method(method, affinity.num_tasks)
+    group_cost = resolve_cost(cost, affinity.tasks)
+    problem, resolved = _setup(affinity, None, flops_budget, costs, group_cost)
+    chosen = _pick_method(method, affinity.num_tasks, group_cost)
     if chosen == "exact":
         found = _exact_sweep(problem)
     else:
@@ -205,7 +227,8 @@ def pareto_sweep(affinity: AffinityData, flops_budget: float | None = None, meth
     for labels in found:
         counts = np.array([len(np.unique(row)) for row in labels])
         params = float(problem.params_of(counts))
-        trees.append(_to_tree(labels, affinity, resolved, chosen, {"params": params, "flops": flops_budget}))
+        trees.append(_to_tree(labels, affinity, resolved, chosen, {"params": params, "flops": flops_budget},
+                              group_cost))
     return trees
 
 
@@ -230,7 +253,7 @@ def _exact_sweep(problem: Problem) -> list[np.ndarray]:
     from branchnet.tree.search.exact import SubsetTables, exact_frontier, greedy_tree
     from branchnet.tree.search.local import local_search
 
-    tables = SubsetTables.build(problem.dist)
+    tables = SubsetTables.build(problem.dist, problem.form)
     counts = problem.count_vectors()
     # Upper bounds: quick trees for every count vector, polished along their own staircase.
     quick: list[tuple[tuple, np.ndarray]] = []
@@ -238,8 +261,8 @@ def _exact_sweep(problem: Problem) -> list[np.ndarray]:
         labels = greedy_tree(tables, k)
         if labels is not None:
             quick.append((_labels_key(problem, labels), labels))
-    for i in _staircase([key for key, _ in quick]):
-        labels = local_search(problem, quick[i][1])
+    for i in (_staircase([key for key, _ in quick]) if problem.form == "max" else []):
+        labels = local_search(problem, quick[i][1])  # the local search knows the max form only
         quick.append((_labels_key(problem, labels), labels))
     quick.sort(key=lambda item: item[0][1])
     params = problem.params_of(counts)

@@ -24,6 +24,12 @@ given number of groups at stage j and ``G_j`` the same for all tasks with S kept
 ``sum_j F_j[all, k_j] / k_j`` exceeds U_k are never considered. The result is exact: a
 tree is only ever discarded when a kept one is at least as good for every budget it fits.
 
+Nothing above needs the group term to be the largest distance: any cost of a subset
+(:func:`~branchnet.tree.search.subsets.subset_costs`) and any per-stage normaliser of the
+group count (``1 / k_d``, or ``1 / N`` for the size-weighted cost) keep every argument, so
+the same program searches every cost of :mod:`branchnet.tree.group_cost` exactly
+(``problem.form``; "diam" below is that subset cost).
+
 Time and memory grow like 3^N; N = 10 at D = 4 takes about a second (docs/tree.md).
 """
 
@@ -34,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from branchnet.tree.search.problem import TIE_TOL, Problem, better
-from branchnet.tree.search.subsets import (best_partition, diameters, minplus, partition_table, submasks_with_low,
-                                      together_table)
+from branchnet.tree.search.subsets import (best_partition, minplus, partition_table, subset_costs,
+                                           submasks_with_low, together_table)
 
 #: Largest N the exact search accepts (memory and time grow like 2^N and 3^N).
 MAX_EXACT_TASKS = 14
@@ -45,24 +51,40 @@ _CHUNK = 2_000_000  # matrix entries per bound evaluation block (memory cap)
 
 @dataclass
 class SubsetTables:
-    """Per-stage subset tables (see :mod:`branchnet.tree.search.subsets`), each indexed [d][S, a]."""
+    """Per-stage subset tables (see :mod:`branchnet.tree.search.subsets`), each indexed [d][S, a].
+
+    ``diam[d][S]`` is the group term of subset S at stage d under ``form`` (the diameter
+    for the paper's ``"max"``).
+    """
 
     diam: list[np.ndarray]
     split: list[np.ndarray]
     together: list[np.ndarray]
+    form: str = "max"
 
     @classmethod
-    def build(cls, dist: np.ndarray) -> "SubsetTables":
+    def build(cls, dist: np.ndarray, form: str = "max") -> "SubsetTables":
         n = dist.shape[1]
-        diam = [diameters(dist[d]) for d in range(dist.shape[0])]
+        diam = [subset_costs(dist[d], form) for d in range(dist.shape[0])]
         split = [partition_table(m, n) for m in diam]
         together = [together_table(m, f, n) for m, f in zip(diam, split)]
-        return cls(diam, split, together)
+        return cls(diam, split, together, form)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.split[0].shape[1] - 1
+
+    def normaliser(self, counts: np.ndarray) -> np.ndarray:
+        """``Z(k)`` for group counts ``counts`` (any shape): k, or N for the ``"weighted"`` form."""
+        from branchnet.tree.group_cost import divisor
+
+        return divisor(counts, self.num_tasks, self.form)
 
     def plain_bound(self, counts: np.ndarray) -> np.ndarray:
-        """``sum_d F_d[all, k_d] / k_d`` for count vectors (M, D): a lower bound ignoring nesting."""
+        """``sum_d F_d[all, k_d] / Z(k_d)`` for count vectors (M, D): a lower bound ignoring nesting."""
         full = self.diam[0].shape[0] - 1
-        return sum(self.split[d][full][counts[:, d]] / counts[:, d] for d in range(counts.shape[1]))
+        return sum(self.split[d][full][counts[:, d]] / self.normaliser(counts[:, d])
+                   for d in range(counts.shape[1]))
 
 
 @dataclass
@@ -86,7 +108,7 @@ class _ParetoDP:
         self.depth = problem.depth
         self.full = (1 << self.n) - 1
         self.k = counts.astype(np.int64)
-        self.w = 1.0 / self.k
+        self.w = 1.0 / tables.normaliser(self.k)
         self.upper = upper + TIE_TOL
         self.levels: list[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
 
@@ -163,7 +185,7 @@ class _ParetoDP:
         if root is None:
             return np.zeros((0, depth), np.int64), np.zeros(0)
         cnt, sums, _ = root
-        return cnt, (sums / cnt).sum(axis=1)
+        return cnt, (sums / self.t.normaliser(cnt)).sum(axis=1)
 
     def _alive_columns(self, level: int) -> np.ndarray:
         """(2^N, K) whether some forest of S at ``level`` could end in a tree with counts k
@@ -268,7 +290,7 @@ def exact_frontier(problem: Problem, counts: np.ndarray, upper: np.ndarray,
     be missing from the result; every other row is exact. ``upper`` may hold inf.
     """
     if tables is None:
-        tables = SubsetTables.build(problem.dist)
+        tables = SubsetTables.build(problem.dist, problem.form)
     counts = np.asarray(counts, dtype=np.int64).reshape(-1, problem.depth)
     upper = np.asarray(upper, dtype=np.float64)
     alive = tables.plain_bound(counts) <= upper + TIE_TOL
@@ -312,7 +334,8 @@ def exact_search(problem: Problem, tables: SubsetTables | None = None, starts: i
     """The optimal tree within the budget, as (D, N) labels.
 
     An incumbent (the best of :func:`greedy_tree` for the ``starts`` count vectors of least
-    plain bound, polished by local search) caps the search; the bound is then raised from
+    plain bound, polished by local search for the ``"max"`` form, the one the local search
+    knows) caps the search; the bound is then raised from
     the least plain bound towards it (doubling the gap each time) until a tree is found,
     so the work tracks the optimum rather than the incumbent. Ties follow
     :func:`branchnet.tree.search.problem.better`, then the smaller count vector.
@@ -320,12 +343,14 @@ def exact_search(problem: Problem, tables: SubsetTables | None = None, starts: i
     from branchnet.tree.search.local import local_search
 
     if tables is None:
-        tables = SubsetTables.build(problem.dist)
+        tables = SubsetTables.build(problem.dist, problem.form)
     counts = problem.count_vectors()
     plain = tables.plain_bound(counts)
     trees = [greedy_tree(tables, counts[i]) for i in np.argsort(plain, kind="stable")[:starts]]
     trees = [t for t in trees if t is not None]
-    incumbent = local_search(problem, min(trees, key=lambda t: _sortable(problem, t)))
+    incumbent = min(trees, key=lambda t: _sortable(problem, t))
+    if problem.form == "max":
+        incumbent = local_search(problem, incumbent)
     top = problem.dissimilarity(incumbent)
     low = float(plain.min())
     gap = (top - low) / 4

@@ -9,6 +9,12 @@ dissimilarity is a weighted sum of per-group maxima::
     dissimilarity = sum_d S_d / k_d,   S_d = sum_{g in P_d} max_{i<j in g} dist[d, i, j]
 
 with ``dist = 1 - A``. Every algorithm here works with these two facts.
+
+The paper's group term (the largest in-group distance, over ``k_d``) is the default; a
+:class:`Problem` may carry another cost form of :mod:`branchnet.tree.group_cost`
+(``form``: ``"mean"``, ``"weighted"``) with ``dissimilarity = sum_d S_d / Z(k_d)``, ``S_d``
+the sum of that form's group terms. The exact search handles every form; the scalable
+search (built on group diameters) only ``"max"``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class Problem:
         head_flops: total head FLOPs, or None.
         max_params: params budget (whole network), or None for no limit.
         max_flops: FLOPs budget (whole network), or None for no limit.
+        form: the group term over ``dist`` (:data:`branchnet.tree.group_cost.FORMS`):
+            ``"max"`` (the paper's worst pair), ``"mean"`` or ``"weighted"``.
     """
 
     dist: np.ndarray
@@ -43,6 +51,7 @@ class Problem:
     head_flops: float | None = None
     max_params: float | None = None
     max_flops: float | None = None
+    form: str = "max"
 
     def __post_init__(self) -> None:
         dist = np.asarray(self.dist, dtype=np.float64)
@@ -101,23 +110,34 @@ class Problem:
     # -- trees as label arrays -----------------------------------------------------
 
     def level_sums(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per stage: the sum of group maxima S_d and the group count k_d. Both (D,)."""
+        """Per stage: the sum of group terms S_d (group maxima for ``"max"``) and the group
+        count k_d. Both (D,)."""
         d_, n = labels.shape
         sums = np.zeros(d_)
         counts = np.zeros(d_, dtype=np.int64)
         for d in range(d_):
-            sums[d], counts[d] = level_cost(self.dist[d], labels[d])
+            if self.form == "max":
+                sums[d], counts[d] = level_cost(self.dist[d], labels[d])
+            else:
+                sums[d], counts[d] = level_cost_of(self.dist[d], labels[d], self.form)
         return sums, counts
+
+    def normaliser(self, counts: np.ndarray) -> np.ndarray:
+        """``Z(k)`` per stage for group counts ``counts`` (..., D): k itself, or N for ``"weighted"``."""
+        from branchnet.tree.group_cost import divisor
+
+        return divisor(counts, self.num_tasks, self.form)
 
     def dissimilarity(self, labels: np.ndarray) -> float:
         sums, counts = self.level_sums(labels)
-        return float(np.sum(sums / counts))
+        return float(np.sum(sums / self.normaliser(counts)))
 
     def key(self, labels: np.ndarray) -> tuple[float, float, float]:
         """(dissimilarity, params, flops) of a tree: what the tie-breaking compares."""
         sums, counts = self.level_sums(labels)
         flops = self.flops_of(counts)
-        return float(np.sum(sums / counts)), float(self.params_of(counts)), float(flops) if flops is not None else 0.0
+        return (float(np.sum(sums / self.normaliser(counts))), float(self.params_of(counts)),
+                float(flops) if flops is not None else 0.0)
 
 
 def within(cost, limit: float):
@@ -135,6 +155,14 @@ def level_cost(dist: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
     gmax = np.zeros(len(uniq))
     np.maximum.at(gmax, inv, rowmax)
     return float(gmax.sum()), len(uniq)
+
+
+def level_cost_of(dist: np.ndarray, labels: np.ndarray, form: str) -> tuple[float, int]:
+    """(sum over groups of the ``form`` group term, number of groups) for one stage."""
+    from branchnet.tree.group_cost import group_term
+
+    uniq = np.unique(labels)
+    return float(sum(group_term(dist, np.flatnonzero(labels == g), form) for g in uniq)), len(uniq)
 
 
 def better(a: tuple[float, ...], b: tuple[float, ...] | None) -> bool:

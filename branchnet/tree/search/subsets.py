@@ -3,6 +3,8 @@
 For one stage with distances ``dist`` (N, N):
 
 * ``diameters(dist)[S]``: the largest distance inside subset S (0 for |S| <= 1);
+  :func:`subset_costs` gives the group term of any cost form of
+  :mod:`branchnet.tree.group_cost` the same way (``max``: the diameters);
 * ``partition_table(diam)[S, a]``: the least sum of diameters over partitions of S into
   exactly ``a`` groups (inf when impossible), by the subset recursion
   ``F[S, a] = min_{T ⊆ S, T ∋ low(S)} diam[T] + F[S \\ T, a - 1]``;
@@ -63,6 +65,37 @@ def diameters(dist: np.ndarray) -> np.ndarray:
         far = np.where(_bit_matrix(hb), dist[hb, :hb][None, :], 0.0).max(axis=1)
         diam[(1 << hb) + low] = np.maximum(diam[low], far)
     return diam
+
+
+def pair_sums(dist: np.ndarray) -> np.ndarray:
+    """(2^N,) sum of the pairwise distances inside each subset (0 for empty and singletons)."""
+    n = dist.shape[0]
+    total = np.zeros(1 << n)
+    for hb in range(1, n):
+        low = np.arange(1 << hb, dtype=np.int64)
+        # distances of task hb to the tasks of each subset of 0..hb-1
+        reach = _bit_matrix(hb).astype(np.float64) @ dist[hb, :hb]
+        total[(1 << hb) + low] = total[low] + reach
+    return total
+
+
+def subset_costs(dist: np.ndarray, form: str = "max") -> np.ndarray:
+    """(2^N,) the group term ``c(S)`` of every subset S under a cost form
+    (:data:`branchnet.tree.group_cost.FORMS`): ``max`` the diameter, ``mean`` the mean pair
+    distance, ``weighted`` ``|S|`` times the diameter; 0 for empty sets and singletons."""
+    if form == "max":
+        return diameters(dist)
+    n = dist.shape[0]
+    size = popcount(np.arange(1 << n, dtype=np.int64))
+    if form == "mean":
+        pairs = size * (size - 1) / 2
+        return np.where(size > 1, pair_sums(dist) / np.maximum(pairs, 1), 0.0)
+    if form == "weighted":
+        return size * diameters(dist)
+    from branchnet.errors import unknown_choice
+    from branchnet.tree.group_cost import FORMS
+
+    raise unknown_choice("cost form", form, FORMS)
 
 
 def partition_table(diam: np.ndarray, n: int) -> np.ndarray:
