@@ -105,8 +105,9 @@ def evaluate_dir(runs: str | os.PathLike) -> Path:
     return Path(runs) / EVALUATE_DIR
 
 
-def affinity_path(runs: str | os.PathLike) -> Path:
-    return Path(runs) / AFFINITY_FILE
+def affinity_path(runs: str | os.PathLike, measure: str = "rsa") -> Path:
+    """``<runs>/affinity.npz`` (RSA, the paper's measure) or ``<runs>/affinity-<measure>.npz``."""
+    return Path(runs) / (AFFINITY_FILE if measure == "rsa" else f"affinity-{measure}.npz")
 
 
 def tree_path(runs: str | os.PathLike) -> Path:

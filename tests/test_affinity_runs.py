@@ -73,3 +73,33 @@ def test_missing_single_task_models_are_named(cli, trained, tmp_path):
     result = cli("affinity", "--config", config_path, "--runs", tmp_path / "empty")
     assert_one_line_error(result, "no single-task model for seg, depth, count", "branchnet train-single")
     assert not (tmp_path / "empty" / "affinity.npz").exists()
+
+
+def test_fafs_of_trained_models_matches_the_definition(cli, trained):
+    """FAFS from the run's models: each image's loss computed alone, then docs/design.md's formula."""
+    config_path, runs = trained
+    result = cli("affinity", "--config", config_path, "--runs", runs, "--measure", "fafs")
+    assert result.code == 0, result.err
+    data = load_affinity(runs / "affinity-fafs.npz")
+    assert data.measure == "fafs" and data.tasks == ["seg", "depth", "count"]
+    config = load_config(config_path)
+    rsa_costs = load_affinity(runs / "affinity.npz") if (runs / "affinity.npz").exists() else None
+    losses = {}
+    for task in data.tasks:
+        loaded = load_model(runs / "single" / task / "model.pt")
+        dataset = build_dataset(config, "affinity", tasks=[task])
+        values = []
+        with torch.no_grad():
+            for n in range(len(dataset)):
+                image, targets = dataset[n]
+                pred = loaded.model.eval()(image[None])[task]
+                values.append(float(loaded.tasks[0].loss(pred, targets[task][None])))
+        losses[task] = np.array(values)
+    e = {t: (v >= v.mean()).astype(float) for t, v in losses.items()}
+    for i, a in enumerate(data.tasks):
+        for j, b in enumerate(data.tasks):
+            expected = np.mean(e[a] * e[b] + (1 - e[a]) * (1 - e[b]))
+            assert np.allclose(data.affinity[:, i, j], expected)
+    assert data.stage_params is not None and len(data.head_params) == 3
+    if rsa_costs is not None:
+        assert np.array_equal(data.stage_params, rsa_costs.stage_params)

@@ -66,7 +66,7 @@ def affinity(
         raise unknown_choice("affinity measure", measure, ("rsa", "fafs"))
     if losses is not None and measure != "fafs":
         raise BadInput("--losses (per-image losses) make the FAFS affinity: add --measure fafs")
-    if measure == "fafs":
+    if measure == "fafs" and (losses is not None or config is None):
         return _fafs(config, features, losses, locations, out)
     if locations is not None:
         raise BadInput("--locations names the branch points of --measure fafs --losses; RSA takes them from "
@@ -109,8 +109,13 @@ def affinity(
         from branchnet.steps.affinity import affinity_from_runs
 
         cfg, runs_dir = resolve_config(config, runs, set_)
-        settings["pool"] = pool  # None: the config's affinity.pool
-        paths = affinity_from_runs(cfg, runs_dir, out=out, **settings)
+        if measure == "fafs":
+            from branchnet.steps.affinity import fafs_from_runs
+
+            paths = fafs_from_runs(cfg, runs_dir, out=out, images=images, device=device, progress=not quiet)
+        else:
+            settings["pool"] = pool  # None: the config's affinity.pool
+            paths = affinity_from_runs(cfg, runs_dir, out=out, **settings)
     if paths:
         say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))
 
@@ -123,10 +128,6 @@ def _fafs(config: Optional[Path], features: Optional[Path], losses: Optional[Pat
     from branchnet.progress import say
 
     if losses is None:
-        if config is not None:
-            raise BadInput("--measure fafs from the run's single-task models (--config) is not available yet; "
-                           "compute per-image losses (branchnet.affinity.losses.per_image_losses) and pass "
-                           "them with --losses L.npz --out A.npz")
         raise BadInput("--measure fafs needs per-image losses: --losses L.npz (one array (K,) per task) --out A.npz")
     if features is not None or config is not None:
         raise BadInput("--losses is the whole input of --measure fafs; drop --features/--config")

@@ -22,7 +22,7 @@ from branchnet.data import build_dataset
 from branchnet.train.devices import resolve_device
 from branchnet.train.engine import make_loader
 from branchnet.errors import BadInput
-from branchnet.runs import MODEL_FILE, find_baselines, single_dir
+from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, single_dir
 
 
 class ModelFeatureSource:
@@ -100,7 +100,7 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
-    out = Path(out) if out is not None else runs / "affinity.npz"
+    out = Path(out) if out is not None else affinity_path(runs)
     device = device or cfg.train.device
     source = ModelFeatureSource(cfg, runs, images, device)
     center = center or cfg.affinity.center
@@ -115,4 +115,35 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                             backbone=cfg.model.backbone, input_size=cfg.image_size)
     settings = dict(result.settings, source="single-task models", runs=str(runs), split="affinity",
                     config=str(cfg.source), models=source.models)
+    return write_affinity_outputs(data, out, settings)
+
+
+def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                   images: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Path]:
+    """``branchnet affinity --config CFG --measure fafs``: the FAFS affinity (docs/design.md,
+    "Evaluation") of the config's single-task models, from each model's loss on each of the K
+    images of the affinity split. Writes ``out`` (default ``<runs>/affinity-fafs.npz``) with the
+    same costs as the RSA file, plus ``affinity-fafs.json`` and the figures."""
+    from branchnet.affinity.fafs import fafs_affinity
+    from branchnet.affinity.losses import per_image_losses
+    from branchnet.progress import progress_bar
+    from branchnet.rsa import write_affinity_outputs
+
+    runs = Path(runs)
+    out = Path(out) if out is not None else affinity_path(runs, "fafs")
+    source = ModelFeatureSource(config, runs, images, device or config.train.device)
+    losses = {}
+    with progress_bar(not progress) as bar:
+        job = bar.add_task("affinity (fafs): per-image losses", total=len(source.tasks))
+        for task in source.tasks:
+            dataset = build_dataset(config, "affinity", tasks=[task])
+            losses[task] = per_image_losses(source.load(task), task, dataset, images=source.num_images,
+                                            batch_size=source.batch_size, device=source.device,
+                                            workers=config.data.workers)
+            bar.advance(job)
+    data = fafs_affinity(losses, source.locations, **source.costs(), backbone=config.model.backbone,
+                         input_size=config.image_size)
+    settings = {"measure": "fafs", "source": "single-task models", "runs": str(runs), "split": "affinity",
+                "images": source.num_images, "config": str(config.source), "models": source.models,
+                "difficult": "loss >= the task's mean loss over the images"}
     return write_affinity_outputs(data, out, settings)
