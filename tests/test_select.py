@@ -404,3 +404,19 @@ def test_grid_step():
     assert grid_step(np.array([1.0, 0.75, 4.0]), 3.0) == (0.25, True)  # 4 never fits budget 3
     q, exact = grid_step(np.array([1.03, 0.26]), 3.0, levels=48)
     assert not exact and 3.0 / 48 <= q <= 3.0 / 24
+
+
+@pytest.mark.parametrize("off_grid", [False, True], ids=["grid-costs", "off-grid-costs"])
+def test_many_random_networks_against_milp(off_grid):
+    # Repeated groups at three widths (the partition bound's grid is 0.25); off the grid
+    # each network also pays for its heads, so costs are rounded and the bound is inexact.
+    from branchnet.selection.synthetic import many_networks_table
+
+    table = many_networks_table(6, 100, seed=4)
+    if off_grid:
+        table = CandidateTable(table.tasks, tuple(Candidate(c.name, c.cost * (1 + 0.013 * (len(c.losses) - 1)),
+                                                            c.losses) for c in table.candidates))
+    for budget in (1.5, 2.75):
+        bb, milp = select_networks(table, budget), select_milp(table, budget)
+        assert bb.total_loss == pytest.approx(milp.total_loss, abs=1e-9)
+        assert bb.total_loss <= milp.total_loss + 1e-12
