@@ -79,6 +79,7 @@ def test_repeated_networks_get_numbered(tmp_path):
     ("0.1\t0.2\t0.3\n", None, ["3 task columns", "release's", "--tasks"]),
     ("0.1\t0.2\t0.3\n", ["a", "b", "a"], ["'a' is named twice"]),
     ("0.1\t0.2\t\n0.1\t\t\n", ["a", "b", "c"], ["column 3 (c)", "no network solves"]),
+    ("name,cost,a\nx,1,0.1\n", ["a"], ["looks like a candidates CSV", "leave out --format standley"]),
 ])
 def test_bad_tables(tmp_path, text, tasks, fragments):
     path = tmp_path / "bad.txt"

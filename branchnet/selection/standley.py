@@ -94,6 +94,9 @@ def read_standley(path: str | os.PathLike, tasks: Sequence[str] | None = None) -
         raise BadInput(f"{path} is empty; expected tab-separated losses, one network a line "
                        "(the first line: the half-size single-task networks)")
     width = len(lines[0][1].split("\t"))
+    if width == 1 and "," in lines[0][1]:
+        raise BadInput(f"{path} line {lines[0][0]} has commas and no tabs: it looks like a candidates CSV, "
+                       "not a tab-separated results table; leave out --format standley")
     names = tuple(str(t).strip() for t in (RELEASE_TASKS if tasks is None else tasks))
     if any(not t for t in names):
         raise BadInput("a task name is empty; give one name per column, e.g. --tasks "
