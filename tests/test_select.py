@@ -302,7 +302,7 @@ def test_search_without_partition_bound_is_still_exact(monkeypatch):
     # Above MAX_TASKS the knapsack bound replaces the partition bound; force that path.
     import branchnet.selection.branch_bound as bb_module
     monkeypatch.setattr(bb_module, "MAX_TASKS", 0)
-    assert bb_module.Prepared(np.ones((3, 2)), np.ones(3)).partition is None
+    assert bb_module.Prepared(np.ones((3, 2)), np.ones(3), 1.0).partition is None
     rng = random.Random(3)
     for _ in range(80):
         table = random_table(rng, integer=rng.random() < 0.5)
@@ -336,28 +336,87 @@ def test_partition_bound_path_matches_brute_force(monkeypatch):
     assert checked > 80
 
 
-def test_partition_bound_is_a_lower_bound():
-    from branchnet.selection.partition_bound import PartitionBound
+def _best_completion(losses, costs, chosen, remaining):
+    """The least total loss of chosen + any affordable set of other rows (brute force), inf if none covers."""
+    m = len(costs)
+    cur = losses[chosen].min(axis=0) if chosen else np.full(losses.shape[1], np.inf)
+    rest = [r for r in range(m) if r not in chosen]
+    best = math.inf
+    for size in range(0, len(rest) + 1):
+        for added in itertools.combinations(rest, size):
+            if math.fsum(costs[list(added)]) <= remaining + 1e-12:
+                served = np.minimum(cur, losses[list(added)].min(axis=0)) if added else cur
+                if np.isfinite(served).all():
+                    best = min(best, math.fsum(served))
+    return cur, best
+
+
+def test_partition_bound_is_a_lower_bound_and_exact_on_the_grid():
+    from branchnet.selection.budget_partition import BudgetPartitionBound
 
     rng = random.Random(9)
-    checked = 0
-    for _ in range(60):
-        table = random_table(rng, integer=rng.random() < 0.5)
+    checked = exact = 0
+    for _ in range(80):
+        integer = rng.random() < 0.5  # costs 0, 0.5, 1, 1.5, 2: on the grid; else real costs
+        table = random_table(rng, integer)
         losses, costs = table.loss_matrix(), table.costs()
-        bound = PartitionBound(losses, costs)
-        m = len(costs)
-        chosen = [r for r in range(m) if rng.random() < 0.3]
-        cur = losses[chosen].min(axis=0) if chosen else np.full(len(table.tasks), np.inf)
+        bound = BudgetPartitionBound(losses, costs, 3.0, slack=1e-9)
+        assert bound.exact == integer or integer is False
+        chosen = [r for r in range(len(costs)) if rng.random() < 0.3]
         remaining = rng.choice([0.5, 1, 2, 3])
-        rest = [r for r in range(m) if r not in chosen]
-        best = math.inf
-        for size in range(0, len(rest) + 1):
-            for added in itertools.combinations(rest, size):
-                if math.fsum(costs[list(added)]) <= remaining:
-                    served = np.minimum(cur, losses[list(added)].min(axis=0)) if added else cur
-                    if np.isfinite(served).all():
-                        best = min(best, math.fsum(served))
-        if math.isfinite(best):
-            assert bound.bound(cur, remaining) <= best + 1e-9
-            checked += 1
-    assert checked > 30
+        cur, best = _best_completion(losses, costs, chosen, remaining)
+        if not math.isfinite(best):
+            continue
+        value = bound.bound(cur, remaining)
+        assert value <= best + 1e-9
+        if bound.exact:  # with grid costs the relaxation is exact
+            assert value == pytest.approx(best, abs=1e-9)
+            exact += 1
+        # each child's bound is a lower bound on the child's own completions
+        others = [r for r in range(len(costs)) if r not in chosen and costs[r] <= remaining]
+        if others:
+            kids = bound.children_bounds(cur, bound.node_table(cur), remaining, losses[others], costs[others], None)
+            for value, row in zip(kids, others):
+                _, child_best = _best_completion(losses, costs, chosen + [row], remaining - costs[row])
+                assert value <= child_best + 1e-9
+        checked += 1
+    assert checked > 30 and exact > 10
+
+
+def test_partition_solution_is_optimal_on_the_grid():
+    from branchnet.selection.budget_partition import BudgetPartitionBound
+
+    table = paper_like_table(6, seed=2)  # costs 1 and 0.5
+    losses, costs = table.loss_matrix(), table.costs()
+    bound = BudgetPartitionBound(losses, costs, 6.0)
+    assert bound.exact and bound.q == 0.5
+    for budget in (1, 2.5, 4):
+        rows = bound.solution(budget)
+        assert math.fsum(costs[rows]) <= budget
+        assert math.fsum(losses[rows].min(axis=0)) == pytest.approx(select_networks(table, budget).total_loss,
+                                                                    abs=1e-12)
+
+
+def test_grid_step():
+    from branchnet.selection.budget_partition import grid_step
+
+    assert grid_step(np.array([1.0, 0.5, 1.5]), 5.0) == (0.5, True)
+    assert grid_step(np.array([1.0, 0.75, 4.0]), 3.0) == (0.25, True)  # 4 never fits budget 3
+    q, exact = grid_step(np.array([1.03, 0.26]), 3.0, levels=48)
+    assert not exact and 3.0 / 48 <= q <= 3.0 / 24
+
+
+@pytest.mark.parametrize("off_grid", [False, True], ids=["grid-costs", "off-grid-costs"])
+def test_many_random_networks_against_milp(off_grid):
+    # Repeated groups at three widths (the partition bound's grid is 0.25); off the grid
+    # each network also pays for its heads, so costs are rounded and the bound is inexact.
+    from branchnet.selection.synthetic import many_networks_table
+
+    table = many_networks_table(6, 100, seed=4)
+    if off_grid:
+        table = CandidateTable(table.tasks, tuple(Candidate(c.name, c.cost * (1 + 0.013 * (len(c.losses) - 1)),
+                                                            c.losses) for c in table.candidates))
+    for budget in (1.5, 2.75):
+        bb, milp = select_networks(table, budget), select_milp(table, budget)
+        assert bb.total_loss == pytest.approx(milp.total_loss, abs=1e-9)
+        assert bb.total_loss <= milp.total_loss + 1e-12

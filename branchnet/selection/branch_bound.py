@@ -18,18 +18,22 @@ equal loss, tie more cheaply than) the best found, so the result stays optimal:
 * forced tasks: a task whose next-best loss alone would lift the per-task bound above
   the best must reach its least loss; the networks that do so must fit the budget
   left (and on a tie, not cost more than the best): a set-cover bound on cost;
-* partitions (:mod:`~branchnet.selection.partition_bound`, up to 14 tasks and from
-  :data:`PARTITION_MIN_CANDIDATES` candidates on): the
-  Lagrangian relaxation of the budget over blocks of tasks, for the node and, before
-  recursing, for each child (children are then tried in order of that bound, the
-  "most promising first" of line 3, and the loop stops at the first that cannot win);
-  its minimisers also give the first incumbents;
+* partitions (:mod:`~branchnet.selection.budget_partition`, up to 14 tasks and above
+  :data:`PARTITION_MIN_CANDIDATES` candidates): the best partition of the tasks left to
+  improve into blocks, each served by one network, whose costs (counted on a budget
+  grid) fit the budget left; computed once by dynamic programming over task subsets,
+  it bounds the node and, before recursing, each child (children are then tried in
+  order of that bound, the "most promising first" of line 3, and the loop stops at the
+  first that cannot win). With costs on the grid (the paper's 1 and 0.5) the bound is
+  the exact optimum of the subtree's relaxation, and its best partition, the first
+  incumbent, is an optimal solution: the search is left to prove it and break ties;
 * otherwise a knapsack bound: the loss reduction of a set of networks is at most the
   sum of their own reductions, and their costs must fit the budget left;
 * siblings: later siblings only use the candidates after them, so the per-task bound
   over that suffix ends the loop once it cannot win.
 
-Before the search, candidates no optimal solution needs are dropped (:func:`undominated`).
+Without the partition bound, candidates no optimal solution needs are dropped before
+the search (:func:`undominated`).
 At a node that can afford only one more network the choices are scored all at once.
 
 BETTER is the ranking of :mod:`branchnet.selection.solution` (least total loss, then
@@ -48,7 +52,7 @@ import numpy as np
 from branchnet.errors import BadInput
 from branchnet.selection.candidates import CandidateTable, format_number
 from branchnet.selection.cover import cheapest_cover_cost
-from branchnet.selection.partition_bound import MAX_TASKS, PartitionBound
+from branchnet.selection.budget_partition import MAX_TASKS, BudgetPartitionBound
 from branchnet.selection.solution import (BUDGET_RTOL, Selection, apply_max_loss, evaluate, fits,
                                          solution_key, total)
 
@@ -93,7 +97,7 @@ def select_sweep(table: CandidateTable, budgets: Sequence[float],
     budgets = [check_budget(b) for b in budgets]
     losses = apply_max_loss(table, table.loss_matrix(), max_loss)
     _check_limits_reachable(table, losses, max_loss)
-    prepared = Prepared(losses, table.costs())  # shared by every budget
+    prepared = Prepared(losses, table.costs(), max(budgets))  # shared by every budget
     selections = []
     for budget in budgets:
         rows = BranchAndBound(losses, table.costs(), budget, prepared).solve()
@@ -160,23 +164,31 @@ def undominated(losses: np.ndarray, costs: np.ndarray) -> np.ndarray:
     network is the only best one on some task, so the swap strictly lowers the loss
     in the last case.
     """
-    m = len(costs)
+    m, n_tasks = losses.shape
     solves = np.isfinite(losses)
-    missing = (~solves).astype(np.float64)
     dominated = np.zeros(m, dtype=bool)
+    if n_tasks <= 62:  # task sets as bit masks: j covers n when mask_j & mask_n == mask_n
+        masks = (solves.astype(np.int64) << np.arange(n_tasks, dtype=np.int64)).sum(axis=1)
+    else:
+        masks = None
+        missing = (~solves).astype(np.float64)
     chunk = max(1, 4_000_000 // max(1, m))
     for start in range(0, m, chunk):
         rows = np.arange(start, min(m, start + chunk))
         # [i, j]: row j solves every task row rows[i] solves and costs no more
-        covers = (solves[rows].astype(np.float64) @ missing.T) == 0
+        if masks is not None:
+            covers = (masks[None, :] & masks[rows, None]) == masks[rows, None]
+        else:
+            covers = (solves[rows].astype(np.float64) @ missing.T) == 0
         pairs = covers & (costs[None, :] <= costs[rows, None])
         pairs[np.arange(rows.size), rows] = False
         n, j = np.nonzero(pairs)
         n = rows[n]
         no_worse = (losses[j] <= losses[n]).all(axis=1)
+        n, j = n[no_worse], j[no_worse]
         better = ((losses[j] < losses[n]) | ~solves[n]).all(axis=1)
         strict = (costs[j] < costs[n]) | (j < n) | better
-        dominated[n[no_worse & strict]] = True
+        dominated[n[strict]] = True
     return np.flatnonzero(~dominated)
 
 
@@ -184,16 +196,31 @@ class Prepared:
     """What the search needs that does not depend on the budget (reused across a sweep).
 
     Attributes:
-        rows: the candidates left after :func:`undominated` (M',).
-        partition: the :class:`PartitionBound` over those rows (None above MAX_TASKS tasks).
+        rows: the candidates searched (M',): all of them with the partition bound, else
+            those left after :func:`undominated`.
+        partition: the :class:`BudgetPartitionBound` for budgets up to ``budget`` (None
+            above MAX_TASKS tasks or with few candidates).
     """
 
-    def __init__(self, losses: np.ndarray, costs: np.ndarray) -> None:
-        self.rows = undominated(losses, costs)
-        use = losses.shape[1] <= MAX_TASKS and self.rows.size > PARTITION_MIN_CANDIDATES
-        self.partition = PartitionBound(losses[self.rows], costs[self.rows]) if use else None
-        self.incumbents = ([self.rows[picked].tolist() for picked in self.partition.lagrangian_solutions()]
-                           if self.partition is not None else [])
+    def __init__(self, losses: np.ndarray, costs: np.ndarray, budget: float) -> None:
+        self.budget = float(budget)
+        use = losses.shape[1] <= MAX_TASKS and len(costs) > PARTITION_MIN_CANDIDATES
+        if use:
+            # The partition bound already weighs every network against the others, and
+            # with many candidates the pairwise dominance test would cost more than it saves.
+            self.rows = np.arange(len(costs))
+            slack = 2 * BUDGET_RTOL * max(1.0, abs(self.budget))
+            self.partition: BudgetPartitionBound | None = BudgetPartitionBound(losses, costs, self.budget, slack)
+        else:
+            self.rows = undominated(losses, costs)
+            self.partition = None
+
+    def incumbents(self, budget: float) -> list[list[int]]:
+        """First solutions for ``budget`` (rows of the full table): the partition bound's best partition."""
+        if self.partition is None:
+            return []
+        picked = self.partition.solution(budget)
+        return [self.rows[picked].tolist()] if picked is not None else []
 
 
 class BranchAndBound:
@@ -222,7 +249,7 @@ class BranchAndBound:
         self.best_key: tuple | None = None
         self.best_rows: list[int] | None = None
         self.nodes = 0
-        self.partition: PartitionBound | None = None
+        self.partition: BudgetPartitionBound | None = None
 
     # -- BETTER ------------------------------------------------------------------
     def _offer(self, served: np.ndarray, rows: list[int]) -> None:
@@ -243,9 +270,9 @@ class BranchAndBound:
 
     # -- search ------------------------------------------------------------------
     def solve(self) -> list[int] | None:
-        prepared = self.prepared or Prepared(self.losses, self.costs)
+        prepared = self.prepared or Prepared(self.losses, self.costs, self.budget)
         rows, self.partition = prepared.rows, prepared.partition
-        for chosen in prepared.incumbents:  # the Lagrangian minimisers: good first incumbents
+        for chosen in prepared.incumbents(self.budget):  # the best partition: a good first incumbent
             self._offer(self.losses[chosen].min(axis=0), chosen)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, len(rows) + 200))
@@ -288,7 +315,7 @@ class BranchAndBound:
         margin = 1e-9 * (1.0 + abs(self.best_key[0])) if self.best_key else 0.0  # these bounds are not exactly rounded
         table = None
         if self.partition is not None:
-            # Partition bound (Lagrangian relaxation of the budget over blocks of tasks).
+            # Partition bound (blocks of tasks, each served by one network, within the budget left).
             table = self.partition.node_table(cur)
             if self.best_key is not None and self.partition.values(table, remaining).max() > self.best_key[0] + margin:
                 return

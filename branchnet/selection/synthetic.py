@@ -43,3 +43,46 @@ def paper_like_table(n_tasks: int, seed: int = 0, half_width: bool = True,
             candidates.append(Candidate(group_name([tasks[t]], 0.5), 0.5,
                                         {tasks[t]: float(single[t] * (1 + rng.uniform(0.02, 0.08)))}))
     return CandidateTable(tuple(tasks), tuple(candidates))
+
+
+def many_networks_table(n_tasks: int, n_candidates: int, seed: int = 0,
+                        widths: tuple[float, ...] = (1.0, 0.75, 0.5)) -> CandidateTable:
+    """A large random candidate table: ``n_candidates`` networks over ``n_tasks`` tasks.
+
+    Every task has a single-task network at full and at half width (so every task is
+    covered); the other networks are drawn at random: a group uniform over the non-empty
+    subsets of the tasks and a width from ``widths`` (cost = width, as the paper counts
+    a network's encoder). Losses follow :func:`paper_like_table`, a thinner network being
+    ``(1 - width) * U(4, 16) %`` worse. Repeated (group, width) draws are further trained
+    copies (other seeds), named ``<group>@<width>#<k>``.
+    """
+    rng = np.random.default_rng(seed)
+    tasks = [f"t{i}" for i in range(n_tasks)]
+    single = rng.uniform(0.05, 0.2, n_tasks)
+    pair = rng.normal(0.0, 0.05, (n_tasks, n_tasks))
+
+    def losses_of(group: list[int], width: float) -> dict[str, float]:
+        out = {}
+        for t in group:
+            effect = np.mean([pair[t, u] for u in group if u != t]) if len(group) > 1 else 0.0
+            thin = (1.0 - width) * rng.uniform(0.04, 0.16)
+            out[tasks[t]] = float(single[t] * (1 + effect + 0.01 * (len(group) - 1) + thin + rng.normal(0, 0.02)))
+        return out
+
+    candidates: list[Candidate] = []
+    seen: dict[str, int] = {}
+    for t in range(n_tasks):
+        for width in (1.0, 0.5):
+            name = group_name([tasks[t]], width)
+            seen[name] = 1
+            candidates.append(Candidate(name, width, losses_of([t], width)))
+    while len(candidates) < n_candidates:
+        mask = int(rng.integers(1, 1 << n_tasks))
+        group = [t for t in range(n_tasks) if mask >> t & 1]
+        width = float(widths[int(rng.integers(len(widths)))])
+        name = group_name([tasks[t] for t in group], width)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name}#{seen[name]}"
+        candidates.append(Candidate(name, width, losses_of(group, width)))
+    return CandidateTable(tuple(tasks), tuple(candidates[:n_candidates]))
