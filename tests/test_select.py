@@ -24,7 +24,7 @@ from branchnet.selection.synthetic import paper_like_table
 
 # -- the definition, by brute force ------------------------------------------------------
 def brute_force(table: CandidateTable, budget: float, max_loss: dict | None = None):
-    """The best (loss, cost, count, rows) over all subsets, straight from DESIGN.md; None if none fits."""
+    """The best (loss, cost, count, rows) over all subsets, straight from docs/design.md; None if none fits."""
     losses = table.loss_matrix()
     for task, limit in (max_loss or {}).items():
         column = table.tasks.index(task)
@@ -134,7 +134,7 @@ def test_all_groups_of_eight_tasks_against_milp():
         assert bb.total_loss <= milp.total_loss + 1e-12
 
 
-# -- tie-breaks (DESIGN.md: least loss, then lower cost, then fewer networks, then order) --
+# -- tie-breaks (docs/design.md: least loss, then lower cost, then fewer networks, then order) --
 def test_tie_break_lower_cost():
     table = CandidateTable(("a", "b"), (
         Candidate("dear", 2, {"a": 1, "b": 1}),

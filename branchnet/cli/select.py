@@ -53,7 +53,7 @@ def select(
     Exact branch and bound (Standley et al., Algorithm 1). With --budget prints the chosen
     networks, which network serves each task, the cost and the total loss (with --test also
     their loss on the test table); with --sweep a table over a range of budgets (where the
-    choice changes, the random and worst baselines) and a plot. --json prints the DESIGN.md
+    choice changes, the random and worst baselines) and a plot. --json prints the docs/design.md
     object (for --sweep without --budget: a list of them); --out saves the same JSON.
     """
     import json

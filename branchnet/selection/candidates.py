@@ -1,4 +1,4 @@
-"""Candidate networks and the candidates CSV (DESIGN.md, "File formats").
+"""Candidate networks and the candidates CSV (docs/design.md, "File formats").
 
 A candidate is a trained network with an inference cost (relative: 1 = one full-width
 single-task network, the paper's "standard network time") and a loss on each task it

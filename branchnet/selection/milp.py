@@ -11,7 +11,7 @@ the branch and bound in tests and in ``tools/bench_select.py``::
                 x[n] in {0, 1},  0 <= y[n,t] <= 1   (y[n,t] only where n solves t)
 
 For fixed x the y-problem sends each task to its cheapest chosen network, so an
-optimal y is integral without requiring it. Ties follow DESIGN.md lexicographically:
+optimal y is integral without requiring it. Ties follow docs/design.md lexicographically:
 a second solve minimises the cost among solutions of optimal loss and a third the
 number of networks among those (the last tie-break, table order, is not modelled).
 """

@@ -42,7 +42,7 @@ class BudgetResult:
     worst: WorstSelection | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md object, plus ``test_total_loss`` and ``test_assignment`` with a test
+        """The docs/design.md object, plus ``test_total_loss`` and ``test_assignment`` with a test
         table, ``predicted`` with HOA, and ``changed``, ``random``, ``worst`` in a sweep."""
         out = self.selection.to_json()
         if self.test is not None:

@@ -4,7 +4,7 @@ Standley et al., Sec. 3: a solution ``S`` is a set of networks that together sol
 task; ``cost(S) = sum_{n in S} c_n``; each task is served by the chosen network with its
 lowest loss, ``L(S, t) = min_{n in S} L(n, t)``; ``L(S) = sum_t L(S, t)``.
 
-Ties (DESIGN.md, "Selection"): least total loss, then lower cost, then fewer networks,
+Ties (docs/design.md, "Selection"): least total loss, then lower cost, then fewer networks,
 then the set whose sorted row numbers in the candidate table come first
 (lexicographically). Sums are taken with :func:`math.fsum` (exactly rounded, so the
 same served losses always give the same total whatever the order), which makes equal
@@ -54,7 +54,7 @@ class Selection:
     task_losses: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md ``--json`` object: budget, cost, total_loss, networks, assignment."""
+        """The docs/design.md ``--json`` object: budget, cost, total_loss, networks, assignment."""
         return {"budget": float(self.budget), "cost": float(self.cost), "total_loss": float(self.total_loss),
                 "networks": list(self.networks), "assignment": dict(self.assignment)}
 

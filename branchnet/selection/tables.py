@@ -1,6 +1,6 @@
 """Reading a candidates table in either format, and matching a second table of the same networks.
 
-Two formats (DESIGN.md, "File formats"): branchnet's CSV (``name,cost,<task>...``,
+Two formats (docs/design.md, "File formats"): branchnet's CSV (``name,cost,<task>...``,
 :func:`~branchnet.selection.candidates.read_candidates`) and the tab-separated tables
 of Standley et al.'s release (:func:`~branchnet.selection.standley.read_standley`).
 
