@@ -1,15 +1,24 @@
-"""Writing artifacts so that a crash never leaves a half-written file.
+"""Writing artifacts so that a crash never leaves a half-written file, and reading checkpoints
+so that no pickled code runs.
 
-Every artifact is written to a temporary name in the destination directory and then
-renamed over the final name (``os.replace`` is atomic on POSIX within a filesystem).
+Every artifact is written to a temporary name in the destination directory
+(``.<stem>.<pid>-<random>.tmp<suffix>``) and then renamed over the final name
+(``os.replace`` is atomic on POSIX within a filesystem). The final file gets the permissions
+of any file the user creates (``0666 & ~umask``), not mkstemp's private 0600. Temporary
+files left by a killed process (its PID no longer runs) are removed by the next write into
+the same directory. A write that fails for lack of space or permission is a
+:class:`~branchnet.errors.BadInput` naming the file (exit 2), and the old file stays.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,23 +44,95 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def umask() -> int:
+    """The process's umask (read without changing it for good)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a file the user creates: ``0666 & ~umask``."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode of a directory the user creates: ``0777 & ~umask``."""
+    return 0o777 & ~umask()
+
+
+_TMP = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp")
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary files that killed processes left in ``directory``.
+
+    A temporary name carries its writer's PID; one whose process no longer runs (or runs
+    under another user, on another host sharing the disk: then it is kept) is removed.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = _TMP.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def write_error(path: Path, exc: OSError) -> BadInput:
+    """The one-line error of a failed write of ``path`` (disk full, permission, ...)."""
+    reason = exc.strerror or type(exc).__name__
+    hint = "free some space there or choose another --runs/--out" if exc.errno == errno.ENOSPC else \
+        "choose a writable location (--runs/--out)"
+    return BadInput(f"could not write {path.name} into {path.parent}: {reason}; {hint}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps ``path``'s suffix (or ``suffix``) so that libraries which
     look at the extension (numpy, matplotlib) write the right format. On an exception
-    the temporary file is removed and ``path`` is left untouched.
+    the temporary file is removed and ``path`` is left untouched; an OSError while writing
+    (no space left, no permission) becomes a one-line :class:`BadInput` naming the file.
     """
     path = Path(path)
-    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory; give a file name to write (e.g. {path / ('out' + (suffix or path.suffix or '.json'))})")
+    parent = ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    remove_stale_temporaries(parent)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+                raise write_error(path, exc) from None
+            raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,7 +182,12 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch wraps a failed write (a full disk) in a RuntimeError
+            if "writ" not in str(exc).lower():
+                raise
+            raise write_error(Path(path), OSError(errno.ENOSPC, "the file could not be written (disk full?)")) from None
     return Path(path)
 
 
@@ -116,7 +202,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a pickle; our one line says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"checkpoint {path} is corrupt or not a torch checkpoint ({first[:120]}); "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -229,6 +230,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     the wrong type.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"config {path} is a directory; give a YAML file (e.g. configs/scenes.yaml)")
     if not path.is_file():
         hint = ""
         candidates = sorted(p.name for p in Path("configs").glob("*.yaml")) if Path("configs").is_dir() else []
@@ -237,6 +240,12 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise BadInput(f"config file {path} does not exist{hint}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput(f"config file {path} is not UTF-8 text; give a YAML config (e.g. configs/scenes.yaml)") from None
+    except OSError as exc:
+        raise BadInput(f"config file {path} cannot be read: {exc.strerror}") from None
+    except RecursionError:
+        raise BadInput(f"config file {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -260,14 +269,23 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | None, source: str = "confi
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"--set '{item}' must look like section.key=value (e.g. train.lr=0.01)")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None, source)
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise BadInput(f"--set '{item}': the value '{value}' is not valid YAML ({getattr(exc, 'problem', exc)}); "
+                           "quote it or write it as YAML, e.g. train.lr=0.01 or 'data.image_size=[64, 64]'") from None
+        _set_dotted(raw, key.strip(), parsed, source)
     return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a :class:`Config` from a plain mapping (validates every key and type)."""
     raw = copy.deepcopy(raw)
-    raw["tasks"] = [_task_entry(t, source) for t in (raw.get("tasks") or [])]
+    tasks = raw.get("tasks") or []
+    if not isinstance(tasks, list):
+        raise BadInput(f"{source}: 'tasks' must be a list of task names, e.g. tasks: [{tasks}] or [seg, depth]; "
+                       f"got {tasks!r}")
+    raw["tasks"] = [_task_entry(t, source) for t in tasks]
     config = _build(Config, raw, source, "")
     config.source = source
     _check(config, source)
@@ -341,14 +359,19 @@ def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
             return int(value)
         raise BadInput(f"{source}: '{key}' must be an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise BadInput(f"{source}: '{key}' must be a number, got {value!r}")
+        if number is None:
+            raise BadInput(f"{source}: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise BadInput(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -379,12 +402,35 @@ def _check(config: Config, source: str) -> None:
     if len(config.data.image_size) != 2 or min(config.data.image_size) < 16:
         raise BadInput(f"{source}: 'data.image_size' must be [H, W] with both at least 16, "
                        f"got {config.data.image_size}")
+    name = str(config.name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("-") or "\0" in name:
+        raise BadInput(f"{source}: 'name' {name!r} must be a plain name (no path separators; it names "
+                       "runs/<name>), e.g. name: scenes")
     positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
                 "train.lr": config.train.lr, "model.width": config.model.width,
                 "model.head_channels": config.model.head_channels, "train.eval_every": config.train.eval_every}
     for key, value in positive.items():
         if not value > 0:
             raise BadInput(f"{source}: '{key}' must be positive, got {value}")
+    non_negative = {"train.weight_decay": config.train.weight_decay, "train.clip_grad": config.train.clip_grad,
+                    "data.workers": config.data.workers, "affinity.bootstrap": config.affinity.bootstrap}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise BadInput(f"{source}: '{key}' must be 0 or more, got {value}")
+    if not 0 <= config.train.momentum < 1:
+        raise BadInput(f"{source}: 'train.momentum' must lie in [0, 1), got {config.train.momentum}")
+    if config.affinity.images < 4:
+        raise BadInput(f"{source}: 'affinity.images' must be at least 4 (an RDM needs 4 images), got "
+                       f"{config.affinity.images}")
+    for task, weight in config.train.loss_weights.items():
+        if task not in config.task_names:
+            raise BadInput(f"{source}: 'train.loss_weights' names '{task}', which is not a task of the config"
+                           f"{did_you_mean(task, config.task_names)} ({', '.join(config.task_names)})")
+        if not weight >= 0:
+            raise BadInput(f"{source}: 'train.loss_weights.{task}' must be 0 or more, got {weight}")
+    if max(config.data.image_size) > 4096:
+        raise BadInput(f"{source}: 'data.image_size' {config.data.image_size} is larger than 4096 pixels a side; "
+                       "give the network's input size, e.g. [512, 1024]")
     _check_heads(config, source)
     _check_augment(config, source)
     if config.model.output_stride not in (8, 16, 32):

@@ -20,9 +20,18 @@ def console() -> Console:
     return _console
 
 
+_quiet_asked = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence status lines and progress bars for the rest of the command (``--quiet``)."""
+    global _quiet_asked
+    _quiet_asked = bool(quiet)
+
+
 def _quiet_process() -> bool:
-    """Quiet when asked (``BRANCHNET_QUIET=1``) and on every torchrun rank but 0."""
-    return os.environ.get("BRANCHNET_QUIET") == "1" or os.environ.get("RANK", "0") != "0"
+    """Quiet when asked (``--quiet``, ``BRANCHNET_QUIET=1``) and on every torchrun rank but 0."""
+    return _quiet_asked or os.environ.get("BRANCHNET_QUIET") == "1" or os.environ.get("RANK", "0") != "0"
 
 
 def progress_bar(quiet: bool = False) -> Progress:
@@ -46,6 +55,6 @@ def progress_bar(quiet: bool = False) -> Progress:
 
 
 def say(message: str) -> None:
-    """One status line on stderr (not with ``BRANCHNET_QUIET=1``, nor on ranks but 0)."""
+    """One status line on stderr (not with ``--quiet`` or ``BRANCHNET_QUIET=1``, nor on ranks but 0)."""
     if not _quiet_process():
         console().print(message, highlight=False, soft_wrap=True)

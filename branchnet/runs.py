@@ -29,13 +29,17 @@ Everything that decides a path, a fingerprint or reuse lives here; steps only as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from branchnet.atomic import atomic_write_json
 from branchnet.config import Config
@@ -52,6 +56,7 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 RECORD_FILE = "run.json"
+LOCK_FILE = "train.lock"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 
@@ -213,7 +218,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """Parsed JSON of ``path``, or None when it is missing, unreadable or not JSON."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
 
 
@@ -324,6 +329,88 @@ def plan_network(directory: str | os.PathLike, fp: Mapping[str, Any], label: str
     if record is None and why != "missing":
         note = f"{label}: not reusable ({why}); training it again"
     return Plan(directory, "train", fp, note)
+
+
+@contextlib.contextmanager
+def claim_network(plan: Plan, label: str, *, force: bool = False, resume: bool = False) -> Iterator[Plan]:
+    """Hold ``plan``'s network while it trains: one process at a time per network directory.
+
+    Rank 0 creates ``train.lock`` (its PID, host and command) exclusively; a lock held by a
+    running process is a :class:`BadInput` naming it, a lock whose process no longer runs
+    (on this host) is taken over. Under the lock the reuse rule is applied again, so a
+    network another process finished meanwhile is reused (same settings) or refused (other
+    settings), never silently overwritten. Yields the plan to follow (every rank gets rank
+    0's). On leaving, the lock goes, and a network directory left empty (a failure before
+    the first checkpoint) is removed.
+    """
+    from branchnet.train import distributed
+
+    from branchnet.atomic import ensure_writable_dir
+
+    directory = plan.directory
+    lock = directory / LOCK_FILE
+    held = False
+    outcome: Plan | str = plan
+    made: list[Path] = []
+    if distributed.is_main():  # rank 0 decides; a refusal reaches every rank, so none waits forever
+        try:
+            made = [d for d in (directory, *directory.parents) if not d.exists()]
+            ensure_writable_dir(directory)
+            _take_lock(lock, label)
+            held = True
+            if plan.action != "reuse":
+                outcome = plan_network(directory, plan.fingerprint, label, force=force, resume=resume)
+        except BadInput as exc:
+            outcome = str(exc)
+    outcome = distributed.broadcast_object(outcome)
+    try:
+        if isinstance(outcome, str):
+            raise BadInput(outcome)
+        yield outcome
+    finally:
+        if held:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        for made_dir in made:  # the directories this claim created, deepest first, if still empty
+            with contextlib.suppress(OSError):
+                made_dir.rmdir()
+
+
+def _take_lock(lock: Path, label: str) -> None:
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv)[:300]}
+    for _attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            holder = read_json(lock) or {}
+            pid, host = holder.get("pid"), holder.get("host")
+            if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
+                with contextlib.suppress(OSError):
+                    lock.unlink()  # a stale lock: its process is gone
+                continue
+            where = f" on host {host}" if host and host != socket.gethostname() else ""
+            raise BadInput(f"{label} in {lock.parent} is being trained by process {pid}{where} (since "
+                           f"{holder.get('started', '?')}); wait for it to finish or stop it (if that process "
+                           f"is gone, delete {lock})") from None
+        except OSError as exc:
+            from branchnet.atomic import write_error
+
+            raise write_error(lock, exc) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        return
+    raise BadInput(f"could not take the lock {lock}; another process keeps taking it, try again")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def checkpoint_mismatch(saved: Mapping[str, Any] | None, fp: Mapping[str, Any]) -> str | None:

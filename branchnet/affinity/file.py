@@ -74,9 +74,16 @@ class AffinityData:
         Raises :class:`BadInput` naming ``source`` and what is wrong.
         """
         a = np.asarray(self.affinity)
+        if a.dtype.kind == "c":
+            raise BadInput(f"{source}: 'affinity' holds complex numbers; it must hold real correlations in [-1, 1]")
+        if a.dtype.kind not in "fiu":
+            raise BadInput(f"{source}: 'affinity' must hold numbers (float64), not {a.dtype} values")
         if a.ndim != 3 or a.shape[1] != a.shape[2]:
             raise BadInput(f"{source}: 'affinity' must have shape (D, N, N), got {a.shape}")
         d, n, _ = a.shape
+        if d == 0 or n == 0:
+            raise BadInput(f"{source}: 'affinity' has shape {a.shape}: it needs at least one location (D) "
+                           "and one task (N)")
         if len(self.tasks) != n:
             raise BadInput(f"{source}: 'tasks' has {len(self.tasks)} names but 'affinity' is for N={n} tasks")
         if len(self.locations) != d:
@@ -104,6 +111,8 @@ class AffinityData:
             if value is None:
                 continue
             value = np.asarray(value)
+            if value.dtype.kind not in "fiu":
+                raise BadInput(f"{source}: '{key}' must hold real numbers, not {value.dtype} values")
             if value.shape != expect:
                 raise BadInput(f"{source}: '{key}' must have shape {expect}, got {value.shape}")
             if not np.all(np.isfinite(value)) or (key != "affinity_std" and np.any(value < 0)):

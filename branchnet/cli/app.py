@@ -8,6 +8,7 @@ can call too.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -53,7 +54,16 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Experiment c
 RunsOption = Annotated[Optional[Path], typer.Option(
     "--runs", help="Experiment directory (default: runs/<config name>).")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the result file.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")]
+def _quiet(value: bool) -> bool:
+    from branchnet.progress import set_quiet
+
+    if value:
+        set_quiet(True)
+    return value
+
+
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", callback=_quiet,
+                                           help="No progress bars or status lines (errors still print).")]
 
 
 def one_line(message: str) -> str:
@@ -74,13 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     fault (with the traceback, so it can be reported).
     """
     import branchnet.cli  # noqa: F401  (registers every command on ``app``)
+    from branchnet.progress import set_quiet
 
+    set_quiet(False)
     command = typer.main.get_command(app)
+    previous = _catch_interrupts()
     try:
         result = command.main(args=argv, prog_name="branchnet", standalone_mode=False)
     except _click.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else "")
         return 0
+    except Interrupted:
+        print("branchnet: interrupted", file=sys.stderr)
+        return 130
     except typer.Exit as exc:
         return exc.exit_code
     except _click.UsageError as exc:
@@ -93,7 +109,30 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         print("branchnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return result if isinstance(result, int) else 0
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised by our SIGINT handler: not a KeyboardInterrupt, so that the command-line
+    library does not turn it into a silent exit before :func:`main` can say so."""
+
+
+def _catch_interrupts():
+    """Install the SIGINT handler for this command (main thread only); returns the previous one."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None  # someone (a test runner, an embedding program) handles Ctrl-C: leave it to them
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    return signal.signal(signal.SIGINT, handler)
 
 
 # Overrides of the most common config values (docs/design.md, "Command line"); --set covers the rest.

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from branchnet.machine import available_ram
 from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows
@@ -92,27 +93,6 @@ def default_max_memory(device: torch.device | str = "cpu") -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(MEMORY_SHARE * free)
     return int(MEMORY_SHARE * available_ram())
-
-
-def available_ram() -> int:
-    """Available RAM in bytes (``MemAvailable`` in /proc/meminfo, else a portable estimate)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil  # optional
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 2 * 2**30
 
 
 def plan_passes(block_bytes: Sequence[int], budget: int) -> tuple[list[list[int]], set[int]]:

@@ -158,7 +158,8 @@ def validate_table(table: CandidateTable) -> None:
             raise BadInput(f"no network solves task '{task}'; add a network with a loss for it or drop the column")
 
 
-def _parse_number(text: str, where: str, what: str) -> float:
+def parse_number(text: str, where: str, what: str) -> float:
+    """A finite number >= 0 read from a table cell; :class:`BadInput` naming ``where`` otherwise."""
     try:
         value = float(text)
     except ValueError:
@@ -235,12 +236,12 @@ def read_candidates(path: str | os.PathLike) -> CandidateTable:
             cost_text = row[1].strip()
             if not cost_text:
                 raise BadInput(f"{where}, column 'cost': the cost of '{name}' is empty")
-            cost = _parse_number(cost_text, f"{where}, column 'cost'", "cost")
+            cost = parse_number(cost_text, f"{where}, column 'cost'", "cost")
             losses: dict[str, float] = {}
             for task, cell in zip(tasks, row[2:]):
                 cell = cell.strip()
                 if cell:
-                    losses[task] = _parse_number(cell, f"{where}, column '{task}'", "loss")
+                    losses[task] = parse_number(cell, f"{where}, column '{task}'", "loss")
             if not losses:
                 raise BadInput(f"{where}: network '{name}' solves no task (every loss cell is empty)")
             candidates.append(Candidate(name, cost, losses))

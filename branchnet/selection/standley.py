@@ -23,13 +23,12 @@ named as the measured network of the same tasks.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from branchnet.errors import BadInput
-from branchnet.selection.candidates import Candidate, CandidateTable, group_name
+from branchnet.selection.candidates import Candidate, CandidateTable, group_name, parse_number
 
 #: The release's task columns, in order (Sec. 4.1).
 RELEASE_TASKS = ("segmentation", "depth", "normals", "keypoints", "edges")
@@ -54,17 +53,7 @@ def _read_text(path: Path) -> str:
 def _cell(text: str, where: str) -> float | None:
     """A cell's loss (None when blank); BadInput for anything but a finite number >= 0."""
     text = text.strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadInput(f"{where}: '{text}' is not a number (a cell holds a loss or is blank)") from None
-    if not math.isfinite(value):
-        raise BadInput(f"{where}: '{text}' is not a finite number")
-    if value < 0:
-        raise BadInput(f"{where}: loss {text} is negative; losses must be >= 0")
-    return value
+    return parse_number(text, where, "loss") if text else None
 
 
 def read_standley(path: str | os.PathLike, tasks: Sequence[str] | None = None) -> CandidateTable:

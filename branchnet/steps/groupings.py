@@ -48,7 +48,7 @@ from branchnet.atomic import atomic_write_json, ensure_writable_dir
 from branchnet.config import Config
 from branchnet.errors import BadInput
 from branchnet.progress import say
-from branchnet.runs import candidate_dir, commit_network, fingerprint, groupings_dir, network_metrics, \
+from branchnet.runs import candidate_dir, claim_network, commit_network, fingerprint, groupings_dir, network_metrics, \
     plan_network, read_json, read_metrics
 from branchnet.selection import (Candidate, CandidateTable, group_name, higher_order_approximation,
                                  tree_candidate, write_candidates)
@@ -170,13 +170,9 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
     Every option is checked, every network priced and every existing run and tree
     file examined before anything is trained or written.
     """
-    import torch
 
     from branchnet.data import build_dataset, prepare_splits, select_tasks
-    from branchnet.nn import NUM_STAGES, BranchedNet
-    from branchnet.train.engine import fit
     from branchnet.train.loaders import make_loader
-    from branchnet.tree import shared_partitions
 
     runs = Path(runs)
     note = (lambda _message: None) if quiet else say
@@ -217,31 +213,17 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
         label = f"groupings/{net.name}"
         if step.note:
             note(step.note)
-        if step.action == "reuse":
-            metrics_of[net.name] = read_metrics(out_dir, label, "pass --force to retrain it")
-            status[net.name] = "skipped"
-            continue
-        if dist_utils.is_main():
-            ensure_writable_dir(out_dir)
-        cfg = scaled_config(config, net.width)
-        group_tasks = [by_name[t] for t in net.tasks]
-        torch.manual_seed(config.seed)
-        model = BranchedNet(group_tasks, shared_partitions(list(net.tasks), NUM_STAGES), cfg.model, cfg.image_size)
-        splits = {split: build_dataset(cfg, split, list(net.tasks)) for split in ("train", "val", "test")}
-        train_set = train_subset(splits["train"], schedule.train_images, config.seed) if schedule.subset \
-            else splits["train"]
-        result = fit(model, group_tasks, cfg, out_dir, train_set, splits["val"], splits["test"],
-                     resume=step.action == "resume", quiet=quiet, label=f"{label} ({index}/{len(plan)})",
-                     epochs=schedule.epochs, fingerprint=step.fingerprint)
-        metrics = network_metrics(model, result, cfg, name=net.name, group=list(net.tasks), width=net.width,
-                                  model_width=cfg.model.width, fraction=schedule.fraction, steps=schedule.steps,
-                                  full_steps=schedule.full_steps, train_images=schedule.train_images)
-        commit_network(out_dir, model, cfg, "candidate", step.fingerprint, metrics,
-                       {"group": list(net.tasks), "width": net.width})
-        metrics_of[net.name] = metrics
-        status[net.name] = "resumed" if step.action == "resume" else "trained"
-        note(f"{label}: val loss " + ", ".join(f"{t} {metrics['val'][t]['loss']:.4g}" for t in net.tasks)
-             + f" ({result.seconds:.0f}s)")
+        if step.action != "reuse":
+            with claim_network(step, label, force=force, resume=resume) as step:
+                if step.action != "reuse":
+                    metrics_of[net.name] = _train_candidate(config, net, by_name, step, schedule, quiet,
+                                                            f"{label} ({index}/{len(plan)})")
+                    status[net.name] = "resumed" if step.action == "resume" else "trained"
+                    note(f"{label}: val loss " + ", ".join(f"{t} {metrics_of[net.name]['val'][t]['loss']:.4g}"
+                                                           for t in net.tasks))
+                    continue
+        metrics_of[net.name] = read_metrics(out_dir, label, "pass --force to retrain it")
+        status[net.name] = "skipped"
 
     # The table: trained networks, then HOA predictions, then trees.
     rows: list[dict[str, Any]] = []
@@ -290,6 +272,34 @@ def run_groupings(config: Config, runs: Path, *, max_size: int | None = None, fr
     dist_utils.barrier()
     return GroupingsResult(table, rows, costs.reference_flops, csv_path, json_path, schedule,
                            {name: step.fingerprint for name, step in plans.items()})
+
+
+def _train_candidate(config: Config, net: Network, by_name: dict[str, Any], step: Any, schedule: EsaSchedule,
+                     quiet: bool, label: str) -> dict[str, Any]:
+    """Train and commit one candidate network (its lock held); returns its metrics."""
+    import torch
+
+    from branchnet.data import build_dataset
+    from branchnet.nn import NUM_STAGES, BranchedNet
+    from branchnet.train.engine import fit
+    from branchnet.tree import shared_partitions
+
+    cfg = scaled_config(config, net.width)
+    group_tasks = [by_name[t] for t in net.tasks]
+    torch.manual_seed(config.seed)
+    model = BranchedNet(group_tasks, shared_partitions(list(net.tasks), NUM_STAGES), cfg.model, cfg.image_size)
+    splits = {split: build_dataset(cfg, split, list(net.tasks)) for split in ("train", "val", "test")}
+    train_set = train_subset(splits["train"], schedule.train_images, config.seed) if schedule.subset \
+        else splits["train"]
+    result = fit(model, group_tasks, cfg, step.directory, train_set, splits["val"], splits["test"],
+                 resume=step.action == "resume", quiet=quiet, label=label, epochs=schedule.epochs,
+                 fingerprint=step.fingerprint)
+    metrics = network_metrics(model, result, cfg, name=net.name, group=list(net.tasks), width=net.width,
+                              model_width=cfg.model.width, fraction=schedule.fraction, steps=schedule.steps,
+                              full_steps=schedule.full_steps, train_images=schedule.train_images)
+    commit_network(step.directory, model, cfg, "candidate", step.fingerprint, metrics,
+                   {"group": list(net.tasks), "width": net.width})
+    return metrics
 
 
 def _predict_higher_order(table: CandidateTable, plan: Sequence[Network], names: Sequence[str], max_size: int,

@@ -21,16 +21,15 @@ from typing import Any
 
 import torch
 
-from branchnet.atomic import ensure_writable_dir, load_checkpoint
+from branchnet.atomic import load_checkpoint
 from branchnet.config import Config
 from branchnet.data import build_dataset, build_tasks, prepare_splits
 from branchnet.errors import BadInput
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, commit_network, find_baselines, fingerprint,
+from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, commit_network, find_baselines, fingerprint,
                             network_metrics, plan_network, read_metrics)
 from branchnet.tasks import multi_task_delta
-from branchnet.train import distributed as dist_utils
 from branchnet.train.engine import fit
 from branchnet.tree import Partitions, load_tree, separate_partitions, shared_partitions
 
@@ -119,27 +118,31 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
         say(plan.note)
     if plan.action == "reuse":
         return read_metrics(plan.directory, f"branched/{name}", "retrain it with --force")
-    out_dir = plan.directory
     model = build_branched(config, tasks, partitions, tree_info)
-    if config.branched.init != "random":
-        source = Path(found.source)  # the baselines' directory: the weights recorded in the fingerprint
-        states = {t: load_checkpoint(source / t / MODEL_FILE)["state_dict"] for t in model.task_names}
-        model.init_from_single(states, config.branched.init)
-    if dist_utils.is_main():
-        ensure_writable_dir(out_dir)
+    if config.train.weighting == "gradnorm" and model.last_shared_weight() is None:
+        raise BadInput("gradnorm weighting needs a layer shared by all tasks; this tree splits tasks at the first "
+                       "stage (use uniform, uncertainty or dwa)")
     prepare_splits(config, ("train", "val", "test"))
-    splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
-    result = fit(model, tasks, config, out_dir, splits["train"], splits["val"], splits["test"],
-                 resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp)
-    protocol, notes = delta_protocol(config, found)
-    delta: dict[str, Any] = {
-        split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in found.metrics.items()}, tasks)
-        for split in ("val", "test")
-    }
-    delta.update(protocol=protocol, notes=notes, baselines=found.describe())
-    metrics = network_metrics(model, result, config, name=name, tree=tree_info, init=config.branched.init,
-                              weighting=config.train.weighting, delta_mtl=delta)
-    commit_network(out_dir, model, config, "branched", fp, metrics, {"tree": tree_info})
+    with claim_network(plan, f"branched/{name}", force=force, resume=resume) as plan:
+        if plan.action == "reuse":
+            return read_metrics(plan.directory, f"branched/{name}", "retrain it with --force")
+        if config.branched.init != "random":
+            source = Path(found.source)  # the baselines' directory: the weights recorded in the fingerprint
+            states = {t: load_checkpoint(source / t / MODEL_FILE)["state_dict"] for t in model.task_names}
+            model.init_from_single(states, config.branched.init)
+        splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
+        result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
+                     resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp)
+        protocol, notes = delta_protocol(config, found)
+        delta: dict[str, Any] = {
+            split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in found.metrics.items()},
+                                    tasks)
+            for split in ("val", "test")
+        }
+        delta.update(protocol=protocol, notes=notes, baselines=found.describe())
+        metrics = network_metrics(model, result, config, name=name, tree=tree_info, init=config.branched.init,
+                                  weighting=config.train.weighting, delta_mtl=delta)
+        commit_network(plan.directory, model, config, "branched", fp, metrics, {"tree": tree_info})
     test = metrics["delta_mtl"]["test"]["delta_mtl"]
     say(f"branched/{name}: test delta_mtl = {test:+.2f}%" + (" (" + protocol + ")" if protocol != "fair" else "")
         + f" ({metrics['params'] / 1e6:.2f}M params, {metrics['flops'] / 1e9:.3f} GFLOPs)")

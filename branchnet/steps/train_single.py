@@ -12,14 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from branchnet.atomic import ensure_writable_dir
 from branchnet.config import Config
 from branchnet.data import build_dataset, prepare_splits, select_tasks
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, single_dir,
-                            single_fingerprint)
-from branchnet.train import distributed as dist_utils
+from branchnet.runs import (claim_network, commit_network, network_metrics, plan_network, read_metrics,
+                            single_dir, single_fingerprint)
 from branchnet.train.engine import fit
 from branchnet.train.weighting import LossWeighting
 from branchnet.tree import shared_partitions
@@ -35,36 +33,40 @@ def train_single(config: Config, runs: Path, tasks: Sequence[str] | None = None,
     weighting and fixed loss weights are multi-task settings. Every existing model is
     checked against the reuse rule before anything is trained.
     """
-    import torch
-
     selected = select_tasks(config, tasks)
     runs = Path(runs)
     plans = {t.name: plan_network(single_dir(runs, t.name), single_fingerprint(config, t.name),
                                   f"single/{t.name}", force=force, resume=resume) for t in selected}
-    if dist_utils.is_main():
-        ensure_writable_dir(runs)
     prepare_splits(config, ("train", "val", "test"), [t.name for t in selected])
     results: dict[str, dict[str, Any]] = {}
     for task in selected:
         plan = plans[task.name]
-        out_dir = plan.directory
+        label = f"single/{task.name}"
         if plan.note and not quiet:
             say(plan.note)
-        if plan.action == "reuse":
-            results[task.name] = read_metrics(out_dir, f"single/{task.name}", "retrain it with --force")
-            continue
-        if dist_utils.is_main():
-            ensure_writable_dir(out_dir)
-        torch.manual_seed(config.seed)
-        model = BranchedNet([task], shared_partitions([task.name], NUM_STAGES), config.model, config.image_size)
-        splits = {split: build_dataset(config, split, [task.name]) for split in ("train", "val", "test")}
-        result = fit(model, [task], config, out_dir, splits["train"], splits["val"], splits["test"],
-                     resume=plan.action == "resume", quiet=quiet, label=f"single/{task.name}",
-                     weighting=LossWeighting([task.name]), fingerprint=plan.fingerprint)
-        metrics = network_metrics(model, result, config, task=task.name)
-        commit_network(out_dir, model, config, "single", plan.fingerprint, metrics)
-        results[task.name] = metrics
-        main = task.main_metric
-        say(f"single/{task.name}: test {main} = {metrics['test'][task.name][main]:.4g} "
-            f"({metrics['params'] / 1e6:.2f}M params, {result.seconds:.0f}s)")
+        if plan.action != "reuse":
+            with claim_network(plan, label, force=force, resume=resume) as plan:
+                if plan.action != "reuse":
+                    results[task.name] = _train_one(config, task, plan, quiet)
+                    continue
+        results[task.name] = read_metrics(plan.directory, label, "retrain it with --force")
     return results
+
+
+def _train_one(config: Config, task, plan, quiet: bool) -> dict[str, Any]:
+    """Train and commit one single-task network (its lock held)."""
+    import torch
+
+    out_dir = plan.directory
+    torch.manual_seed(config.seed)
+    model = BranchedNet([task], shared_partitions([task.name], NUM_STAGES), config.model, config.image_size)
+    splits = {split: build_dataset(config, split, [task.name]) for split in ("train", "val", "test")}
+    result = fit(model, [task], config, out_dir, splits["train"], splits["val"], splits["test"],
+                 resume=plan.action == "resume", quiet=quiet, label=f"single/{task.name}",
+                 weighting=LossWeighting([task.name]), fingerprint=plan.fingerprint)
+    metrics = network_metrics(model, result, config, task=task.name)
+    commit_network(out_dir, model, config, "single", plan.fingerprint, metrics)
+    main = task.main_metric
+    say(f"single/{task.name}: test {main} = {metrics['test'][task.name][main]:.4g} "
+        f"({metrics['params'] / 1e6:.2f}M params, {result.seconds:.0f}s)")
+    return metrics

@@ -82,13 +82,17 @@ def _reduce_device(tensor: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The element-wise sum of ``tensor`` over all ranks (``tensor`` itself outside torch.distributed)."""
+def _all_reduce(tensor: torch.Tensor, op) -> torch.Tensor:
     if not is_distributed():
         return tensor
     work = tensor.detach().to(_reduce_device(tensor)).clone()
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    dist.all_reduce(work, op=op)
     return work.to(tensor.device)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over all ranks (``tensor`` itself outside torch.distributed)."""
+    return _all_reduce(tensor, dist.ReduceOp.SUM)
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
@@ -100,11 +104,7 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise minimum of ``tensor`` over all ranks."""
-    if not is_distributed():
-        return tensor
-    work = tensor.detach().to(_reduce_device(tensor)).clone()
-    dist.all_reduce(work, op=dist.ReduceOp.MIN)
-    return work.to(tensor.device)
+    return _all_reduce(tensor, dist.ReduceOp.MIN)
 
 
 def average_gradients(parameters) -> None:

@@ -318,6 +318,8 @@ def read_graph(path: str | os.PathLike, fmt: str | None = None) -> Tree:
             graph = nx.read_graphml(path)
         else:
             graph = nx.read_gml(path)
+    except RecursionError:
+        raise BadInput(f"graph file {path} is nested far too deeply to be a {fmt} export") from None
     except (OSError, ValueError, KeyError, nx.NetworkXError) as exc:
         raise BadInput(f"graph file {path} is not a readable {fmt} export ({type(exc).__name__}: "
                        f"{str(exc)[:100]})") from None

@@ -267,15 +267,20 @@ def load_tree(path: str | os.PathLike) -> Tree:
     partitions nest (P_d refines P_{d-1}), unique task names and one partition per location.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"tree file {path} is a directory; give a tree.json (e.g. runs/scenes/tree.json)")
     if not path.is_file():
         raise BadInput(f"tree file {path} does not exist; create it with `branchnet build`")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
+        return tree_from_json(obj, f"tree file {path}")
     except UnicodeDecodeError:
         raise BadInput(f"tree file {path} is not UTF-8 text; expected a tree.json") from None
     except json.JSONDecodeError as exc:
         raise BadInput(f"tree file {path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
-    return tree_from_json(obj, f"tree file {path}")
+    except RecursionError:
+        raise BadInput(f"tree file {path} is nested far too deeply to be a tree.json (partitions are lists of "
+                       "groups of task names)") from None
 
 
 def save_tree(path: str | os.PathLike, tree: Tree) -> Path:

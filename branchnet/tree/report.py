@@ -88,15 +88,7 @@ def _groups(tree: Tree) -> str:
 
 def sweep_table(trees: list[Tree]) -> Any:
     """The Pareto path as a rich Table (params, FLOPs, dissimilarity, groups)."""
-    from rich.table import Table
-
-    table = Table(title="optimal trees as the params budget grows (from this budget on)")
-    for name in ("#", "params", "FLOPs", "dissimilarity", "k per stage", "groups"):
-        table.add_column(name, overflow="fold")
-    for i, tree in enumerate(trees):
-        table.add_row(str(i), format_count(tree.params), format_count(tree.flops), f"{tree.dissimilarity:.4f}",
-                      ",".join(str(k) for k in tree.group_counts), _groups(tree))
-    return table
+    return population_table(trees, "optimal trees as the params budget grows (from this budget on)")
 
 
 def population_table(trees: list[Tree], title: str) -> Any:
