@@ -89,11 +89,13 @@ class Sizes:
     speed_epochs: int
     speed_width: float
     forward_repeats: int
+    lr: float = 0.01  # Adam, training checks
 
 
 GPU = Sizes("gpu", image=64, train=1024, val=128, batch=16, epochs=4, width=1.0, head_channels=64,
             rsa_images=500, rsa_features=65536, rsa_tasks=5, rsa_locations=4,
-            speed_image=128, speed_images=4096, speed_batch=64, speed_epochs=4, speed_width=1.0, forward_repeats=20)
+            speed_image=128, speed_images=4096, speed_batch=64, speed_epochs=4, speed_width=1.0, forward_repeats=20,
+            lr=0.002)
 CPU = Sizes("cpu", image=32, train=96, val=16, batch=16, epochs=3, width=0.125, head_channels=8,
             rsa_images=500, rsa_features=4096, rsa_tasks=4, rsa_locations=3,
             speed_image=32, speed_images=128, speed_batch=16, speed_epochs=2, speed_width=0.125, forward_repeats=3)
@@ -192,7 +194,7 @@ def scenes_config(sizes: Sizes, cache: Path, tasks: list[str], device: str, amp:
         "tasks": tasks,
         "model": {"backbone": "resnet18", "width": sizes.width, "output_stride": 8,
                   "head_channels": sizes.head_channels},
-        "train": {"epochs": sizes.epochs, "batch_size": sizes.batch, "lr": 0.01, "device": device, "amp": amp,
+        "train": {"epochs": sizes.epochs, "batch_size": sizes.batch, "lr": sizes.lr, "device": device, "amp": amp,
                   "eval_every": sizes.epochs, **train},
     }
     return config_from_dict(raw, source="tools/gpu_check.py")
