@@ -10,6 +10,11 @@ and read once per epoch (and by the progress view at most every
 :data:`~branchnet.train.guard.SYNC_SECONDS`), and divergence is flagged on the device
 (:mod:`branchnet.train.guard`). Methods that need more than a loss weighting plug in as
 :mod:`hooks <branchnet.train.hooks>`.
+
+On CUDA the network and the batches are channels-last and cuDNN autotunes; ``train.compile``
+compiles the network after a trial step (:mod:`branchnet.train.acceleration`); batches are
+loaded as ``data.workers`` and ``data.loader`` say (:mod:`branchnet.train.loaders`). None of
+it changes what is trained (docs/performance.md).
 """
 
 from __future__ import annotations
