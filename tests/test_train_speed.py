@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import branchnet.train.acceleration as acceleration
+from branchnet.cores import thread_limit
 from branchnet.config import load_config
 from branchnet.data import build_dataset, build_tasks
 from branchnet.errors import BadInput
@@ -148,14 +149,15 @@ def _tiny_run(tiny_config, sets):
 
 
 def test_a_failed_compilation_says_so_in_one_line_and_trains_as_without(tiny_config, tmp_path, monkeypatch, capfd):
-    model, tasks, config, splits = _tiny_run(tiny_config, [])
-    plain = fit(model, tasks, config, tmp_path / "plain", *splits, quiet=True)
+    with thread_limit(1):  # two tiny trainings: one thread is as fast, and unhurt by a busy machine
+        model, tasks, config, splits = _tiny_run(tiny_config, [])
+        plain = fit(model, tasks, config, tmp_path / "plain", *splits, quiet=True)
 
-    monkeypatch.setattr(acceleration.torch, "compile", lambda module, **kw: _CompiledThenBroken(module))
-    monkeypatch.setenv("BRANCHNET_QUIET", "0")
-    broken, tasks, config, splits = _tiny_run(tiny_config, ["train.compile=true"])
-    capfd.readouterr()
-    result = fit(broken, tasks, config, tmp_path / "broken", *splits, quiet=True, label="seg")
+        monkeypatch.setattr(acceleration.torch, "compile", lambda module, **kw: _CompiledThenBroken(module))
+        monkeypatch.setenv("BRANCHNET_QUIET", "0")
+        broken, tasks, config, splits = _tiny_run(tiny_config, ["train.compile=true"])
+        capfd.readouterr()
+        result = fit(broken, tasks, config, tmp_path / "broken", *splits, quiet=True, label="seg")
     err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "torch.compile failed" in err[0] and "the backward compiler failed" in err[0], err
     assert not result.compiled and not plain.compiled
