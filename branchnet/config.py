@@ -63,6 +63,23 @@ class AugmentConfig:
 
 
 @dataclass
+class LoaderConfig:
+    """How batches are loaded (docs/performance.md); none of it changes what is trained.
+
+    The number of worker processes is ``data.workers``.
+    """
+
+    #: Page-locked host memory for batches, so that copies to the GPU run asynchronously
+    #: (null = on CUDA only).
+    pin_memory: Optional[bool] = None
+    #: Batches each worker process loads ahead (with ``data.workers`` > 0).
+    prefetch: int = 2
+    #: Keep the worker processes from one epoch to the next instead of starting them anew
+    #: (null = whenever there are workers).
+    persistent: Optional[bool] = None
+
+
+@dataclass
 class DataConfig:
     """Which dataset, where, and at what size."""
 
@@ -78,8 +95,13 @@ class DataConfig:
     splits: dict[str, Optional[int]] = field(default_factory=dict)
     #: Dataset-specific options (see each dataset's docstring).
     options: dict[str, Any] = field(default_factory=dict)
-    #: DataLoader worker processes (0 = load in the main process).
-    workers: int = 0
+    #: DataLoader worker processes (0 = load in the main process). null = automatic:
+    #: on a GPU, the CPU cores this process may use (``os.sched_getaffinity``; shared by
+    #: the processes of a torchrun node) less one for the training loop, at most 8; on the
+    #: CPU 0 (the training uses every core itself).
+    workers: Optional[int] = None
+    #: Pinned memory, prefetch and persistent workers of the loaders.
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
     #: Augmentation of the training split (null = none): scale or scale_range, crop,
     #: pad, flip, jitter.
     augment: Optional[AugmentConfig] = None
@@ -132,8 +154,12 @@ class TrainConfig:
     schedule: str = "poly"
     #: ``auto`` (cuda when present), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "auto"
-    #: Mixed precision on cuda (ignored on the CPU).
-    amp: bool = True
+    #: Mixed precision on cuda (ignored on the CPU): true (bfloat16 where the GPU supports
+    #: it, else float16 with a gradient scaler), false, or ``bfloat16`` / ``float16`` to choose.
+    amp: Any = True
+    #: ``torch.compile`` the network for training (a message and eager training when
+    #: compilation fails); it changes how fast, not what is trained.
+    compile: bool = False
     #: Evaluate on the validation split every this many epochs (and always at the end).
     eval_every: int = 1
     #: Multi-task loss weighting: ``uniform``, ``uncertainty``, ``dwa`` or ``gradnorm``.
@@ -433,6 +459,7 @@ def _check(config: Config, source: str) -> None:
                        "give the network's input size, e.g. [512, 1024]")
     _check_heads(config, source)
     _check_augment(config, source)
+    _check_speed(config, source)
     if config.model.output_stride not in (8, 16, 32):
         raise BadInput(f"{source}: 'model.output_stride' must be 8, 16 or 32, got {config.model.output_stride}")
     names = config.task_names
@@ -467,6 +494,24 @@ def _check_heads(config: Config, source: str) -> None:
         if head not in DENSE_HEADS + ("linear",):
             raise BadInput(f"{source}: 'model.heads.{task}' is '{head}'{did_you_mean(head, DENSE_HEADS + ('linear',))}; "
                            f"valid: {', '.join(DENSE_HEADS + ('linear',))}")
+
+
+#: Values of ``train.amp`` besides true and false.
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def _check_speed(config: Config, source: str) -> None:
+    """Loader and precision settings: how fast, never what is trained."""
+    data, train = config.data, config.train
+    if data.workers is not None and data.workers < 0:
+        raise BadInput(f"{source}: 'data.workers' must be 0 or more worker processes (or null for automatic), "
+                       f"got {data.workers}")
+    if data.loader.prefetch < 1:
+        raise BadInput(f"{source}: 'data.loader.prefetch' must be at least 1 batch per worker, "
+                       f"got {data.loader.prefetch}")
+    if not (isinstance(train.amp, bool) or (isinstance(train.amp, str) and train.amp in AMP_DTYPES)):
+        raise BadInput(f"{source}: 'train.amp' is {train.amp!r}; valid: true (bfloat16 where supported, "
+                       "else float16), false, bfloat16, float16")
 
 
 def _check_augment(config: Config, source: str) -> None:

@@ -64,13 +64,13 @@ AFFINITY_FILE = "affinity.npz"
 TREE_FILE = "tree.json"
 
 #: Config values that do not change what is trained: where the data is read from and how
-#: fast (``data.root``, ``data.workers``, the scenes generator's ``data.options.workers``),
-#: where and how fast it runs (``train.device``, ``train.compile``, loader settings), how
+#: fast (``data.root``, ``data.workers``, ``data.loader``, the scenes generator's
+#: ``data.options.workers``), where and how fast it runs (``train.device``, ``train.compile``), how
 #: often the validation split is scored (``train.eval_every``), which checkpoints are kept,
 #: and the affinity split's size (it is never trained on). Every other value of ``seed``, ``data``, ``model`` and ``train`` is
 #: part of the fingerprint.
 NOT_TRAINING_SETTINGS: dict[str, tuple[str, ...]] = {
-    "data": ("root", "workers"),
+    "data": ("root", "workers", "loader"),
     "data.options": ("workers",),  # the scenes generator's processes: the images are the same
     "train": ("device", "eval_every", "compile", "keep_checkpoints", "loader"),
 }

@@ -20,22 +20,31 @@ allocations too (tracemalloc would not).
 
 Paths:
   floor        per (task, location): the block X (K, F) float32, then X @ X.T (numpy/BLAS
-               syrk on the CPU, torch.mm on a GPU); only the product is timed.
+               syrk on the CPU with as many threads as cores are free, the best a bare
+               product can do on a shared machine; torch.mm on a GPU, the block already
+               there); only the product is timed.
   branchnet    branchnet.rsa.compute_affinity (default max_memory: the D blocks of a task
                are held, one pass over the source per task).
   branchnet-1  the same with max_memory = 1.25 blocks: one location per pass, the least memory.
   naive        per (task, location): 1 - np.corrcoef(X); then scipy.stats.spearmanr on the
-               upper triangles for every pair of tasks at every location.
+               upper triangles for every pair of tasks at every location (the libraries'
+               default threads, what plain numpy/scipy code gets).
   rsatoolbox   rsatoolbox.rdm.calc_rdm(method='correlation') per (task, location), then
                rsatoolbox.rdm.compare(method='spearman') per location.
 
+With ``--load`` every path is measured twice per round: on the machine as it is, and while
+a competing process keeps one core busy (a Python busy loop, started before the path and
+stopped after it); both figures are printed side by side with the load averages.
+
 Usage: python tools/bench_affinity.py [--images 500] [--features 65536] [--tasks 5]
        [--locations 4] [--device cpu|cuda] [--paths floor,branchnet,...] [--repeat 1] [--threads T]
+       [--load]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -140,43 +149,59 @@ def _peak() -> int:
 def run_floor(source: SyntheticSource, device: str) -> dict:
     import torch
 
+    from branchnet.machine import free_cores, thread_limit
+
     block = np.empty((source.num_images, source.f), dtype=np.float32)
     product = 0.0
-    for t in range(len(source.tasks)):
-        for d in range(len(source.locations)):
-            source.block(t, d, block)
-            began = time.perf_counter()
-            if device == "cpu":
-                g = block @ block.T
-            else:
-                x = torch.from_numpy(block).to(device)
-                g = (x @ x.T).cpu()
-                del x
-            product += time.perf_counter() - began
-            del g
-    return {"product_seconds": product}
+    threads = free_cores() if device == "cpu" else None
+    with thread_limit(threads or torch.get_num_threads()):
+        for t in range(len(source.tasks)):
+            for d in range(len(source.locations)):
+                source.block(t, d, block)
+                if device == "cpu":
+                    began = time.perf_counter()
+                    g = block @ block.T
+                else:
+                    x = torch.from_numpy(block).to(device)
+                    torch.cuda.synchronize()
+                    began = time.perf_counter()
+                    g = x @ x.T
+                    torch.cuda.synchronize()
+                    del x
+                product += time.perf_counter() - began
+                del g
+    return {"product_seconds": product, "threads": threads}
 
 
 def run_branchnet(source: SyntheticSource, device: str, one_block: bool) -> dict:
+    import torch
+
+    import branchnet.rsa.device as device_module
     import branchnet.rsa.rdm as rdm_module
     from branchnet.rsa import compute_affinity
 
     # Time the Gram products inside the path too: "net / products" is the path's overhead
     # over its own matrix products, measured under the same load.
     product = [0.0]
-    gram = rdm_module.gram
 
-    def timed_gram(z):
-        began = time.perf_counter()
-        out = gram(z)
-        product[0] += time.perf_counter() - began
-        return out
+    def timed(gram):
+        def timed_gram(z):
+            if z.device.type == "cuda":
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+            out = gram(z)
+            if z.device.type == "cuda":
+                torch.cuda.synchronize()
+            product[0] += time.perf_counter() - began
+            return out
+        return timed_gram
 
-    rdm_module.gram = timed_gram
+    rdm_module.gram = timed(rdm_module.gram)  # the numpy path
+    device_module.gram = timed(device_module.gram)  # the torch path
     memory = int(1.25 * source.num_images * source.f * 4) if one_block else None
     result = compute_affinity(source, device=device, max_memory=memory, progress=False)
     return {"affinity": result.affinity.tolist(), "max_memory": result.settings["max_memory"],
-            "inner_product_seconds": product[0]}
+            "inner_product_seconds": product[0], "threads": result.settings["threads"]}
 
 
 def run_naive(source: SyntheticSource, device: str) -> dict:
@@ -266,6 +291,23 @@ def measure(args: argparse.Namespace, path: str) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+class BusyCore:
+    """A competing process that keeps one core busy while the block runs (``--load``)."""
+
+    def __enter__(self) -> "BusyCore":
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)  # running before the path starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
@@ -279,6 +321,8 @@ def main() -> None:
                         help="rounds over all paths; each path's fastest run is reported")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads of every path (default: the libraries' own choice)")
+    parser.add_argument("--load", action="store_true",
+                        help="measure every path also while a competing process keeps one core busy")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -296,30 +340,62 @@ def main() -> None:
     block = k * f * 4
     print(f"K={k} images, F={f} values per image, N={n} tasks, D={d} locations, device={args.device}; "
           f"one (task, location) block = {block / 2**20:.0f} MiB float32, {n * d} blocks")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at start; "
-          f"threads per path: {args.threads or 'library default'}")
-    results: dict[str, dict] = {}
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load_average():.1f} at start; "
+          f"threads per path: {args.threads or 'library default (floor, branchnet: the free cores)'}")
+    conditions = ["as is", "one core busy"] if args.load else ["as is"]
+    results: dict[str, dict[str, dict]] = {c: {} for c in conditions}
+    loads: dict[str, list[float]] = {c: [] for c in conditions}
     for round_ in range(args.repeat):  # rounds interleave the paths, so that load changes hit them alike
         for path in paths:
             if round_ > 0 and path == "rsatoolbox":
                 continue  # minutes per run and far behind: measured in the first round only
-            r = measure(args, path)
-            if r is None:
-                continue
-            r["net"] = r.get("product_seconds", r["seconds"] - r["gen_seconds"])
-            print(f"  round {round_ + 1} {path}: {r['net']:.2f} s net, peak +{r['peak_bytes'] / 2**20:.0f} MiB",
-                  flush=True)
-            if path not in results or r["net"] < results[path]["net"]:
-                results[path] = r
+            for condition in conditions:
+                busy = BusyCore() if condition == "one core busy" else contextlib.nullcontext()
+                with busy:
+                    loads[condition].append(load_average())
+                    r = measure(args, path)
+                if r is None:
+                    continue
+                r["net"] = r.get("product_seconds", r["seconds"] - r["gen_seconds"])
+                print(f"  round {round_ + 1} {path} ({condition}): {r['net']:.2f} s net, "
+                      f"peak +{r['peak_bytes'] / 2**20:.0f} MiB, threads {r.get('threads') or 'default'}", flush=True)
+                best = results[condition].get(path)
+                if best is None or r["net"] < best["net"]:
+                    results[condition][path] = r
 
+    for condition in conditions:
+        table(results[condition], block, f"{condition} (load average {min(loads[condition]):.1f}-"
+                                         f"{max(loads[condition]):.1f} when the paths started)")
+    if args.load:
+        print("\n| path | net s (as is) | net s (one core busy) | net / floor (as is) | net / floor (busy) | "
+              "naive / net (as is) | naive / net (busy) |")
+        print("|---|---|---|---|---|---|---|")
+        quiet, loaded = results[conditions[0]], results[conditions[1]]
+        for path in quiet:
+            cells = []
+            for key in ("net", "floor", "naive"):
+                for res in (quiet, loaded):
+                    r = res.get(path)
+                    if r is None:
+                        cells.append("-")
+                    elif key == "net":
+                        cells.append(f"{r['net']:.2f}")
+                    elif key == "floor":
+                        cells.append(f"{r['net'] / res['floor']['net']:.2f}" if "floor" in res else "-")
+                    else:
+                        cells.append(f"{res['naive']['net'] / r['net']:.1f}x" if "naive" in res else "-")
+            print(f"| {path} | " + " | ".join(cells) + " |")
+
+
+def table(results: dict[str, dict], block: int, title: str) -> None:
     floor = results.get("floor", {}).get("net")
     naive = results.get("naive", {}).get("net")
     reference = np.asarray(results["branchnet"]["affinity"]) if "branchnet" in results else None
     print()
+    print(title)
     print("| path | total s | generating s | net s | net / floor | naive / net | products s | net / products | "
-          "peak memory | peak / block | max abs diff vs branchnet |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "peak memory | peak / block | threads | max abs diff vs branchnet |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path, r in results.items():
         ratio_floor = f"{r['net'] / floor:.2f}" if floor else "-"
         speedup = f"{naive / r['net']:.1f}x" if naive else "-"
@@ -332,7 +408,7 @@ def main() -> None:
         total = f"{r['seconds']:.2f}"
         print(f"| {path} | {total} | {r['gen_seconds']:.2f} | {r['net']:.2f} | {ratio_floor} | {speedup} | "
               f"{products} | {ratio_inner} | {r['peak_bytes'] / 2**20:.0f} MiB | {r['peak_bytes'] / block:.2f} | "
-              f"{diff} |")
+              f"{r.get('threads') or 'default'} | {diff} |")
     print()
     print("net = total - time spent generating features (floor: the matrix products alone); products = time in "
           "the K x K Gram products inside the path; peak = growth of the resident set over the path"

@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from branchnet.machine import free_cores, thread_limit
 from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput
-from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, compute_rdms, default_max_memory,
-                               num_images, parallel_rows)
+from branchnet.rsa import device as on_device
+from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, default_max_memory, num_images,
+                               parallel_rows, rdms_on_device, resolve_backend)
 from branchnet.rsa.sources import FeatureSource
 
 #: Central interval reported with the bootstrap (percent).
@@ -50,12 +53,13 @@ def _check_rdms(rdms: np.ndarray) -> np.ndarray:
     return rdms
 
 
-def rdm_affinity(rdms: np.ndarray, tasks: Sequence[str] | None = None,
+def rdm_affinity(rdms: np.ndarray | torch.Tensor, tasks: Sequence[str] | None = None,
                  locations: Sequence[str] | None = None) -> np.ndarray:
     """Spearman between tasks' RDMs over the strict upper triangle, at every location.
 
     Args:
-        rdms: (N, D, K, K) RDMs (only the strict upper triangles are read).
+        rdms: (N, D, K, K) RDMs (only the strict upper triangles are read): a numpy array,
+            or a torch tensor, ranked where it lives (:func:`branchnet.rsa.device.rdm_affinity`).
         tasks, locations: names used in error messages.
 
     Returns:
@@ -64,6 +68,11 @@ def rdm_affinity(rdms: np.ndarray, tasks: Sequence[str] | None = None,
     Raises:
         BadInput: an RDM whose upper triangle is constant (Spearman undefined).
     """
+    if isinstance(rdms, torch.Tensor):
+        if rdms.ndim != 4 or rdms.shape[2] != rdms.shape[3] or rdms.shape[2] < MIN_IMAGES:
+            raise BadInput(f"RDMs must have shape (N, D, K, K) with K >= {MIN_IMAGES}, got {tuple(rdms.shape)}")
+        n, d = rdms.shape[:2]
+        return on_device.rdm_affinity(rdms.double(), _names(tasks, n, "task"), _names(locations, d, "location"))
     rdms = _check_rdms(rdms)
     n, d, k, _ = rdms.shape
     tasks, locations = _names(tasks, n, "task"), _names(locations, d, "location")
@@ -280,39 +289,59 @@ class AffinityResult:
 def compute_affinity(source: FeatureSource, images: int | None = None, center: str = "images",
                      pool: int | None = None, bootstrap: int = 0, seed: int = 0,
                      max_memory: int | None = None, spill_dir: str | os.PathLike | None = None,
-                     device: str = "cpu", keep_rdms: bool = False, progress: bool = True) -> AffinityResult:
+                     device: str = "cpu", keep_rdms: bool = False, progress: bool = True,
+                     backend: str | None = None) -> AffinityResult:
     """RDMs of every task at every location of ``source``, then their affinity (and bootstrap).
 
     The source is streamed task by task (:func:`~branchnet.rsa.rdm.compute_rdms`); the RDMs
     of all tasks (N * D * K^2 float64 values: 40 MB for N=5, D=4, K=500) are kept for the
-    comparison. Arguments are those of :func:`~branchnet.rsa.rdm.compute_rdms` plus
-    ``bootstrap`` (B resamples, 0 for none; see :func:`bootstrap_affinity`), ``seed``,
-    ``keep_rdms`` (return the RDMs as float32) and ``progress`` (a rich progress bar on
-    stderr over tasks and batches).
+    comparison, on the device with the torch backend (the default on a GPU: the ranking
+    runs there too and only the affinity comes back). Arguments are those of
+    :func:`~branchnet.rsa.rdm.compute_rdms` plus ``bootstrap`` (B resamples, 0 for none;
+    see :func:`bootstrap_affinity`; on the host), ``seed``, ``keep_rdms`` (return the RDMs
+    as float32) and ``progress`` (a rich progress bar on stderr over tasks and batches).
+    On the CPU every thread pool is sized to the cores free when it starts
+    (:func:`branchnet.machine.free_cores`; recorded as ``settings["threads"]``).
     """
-    from branchnet.progress import progress_bar
-
     check_center(center)
     dev = resolve_device(device)
+    backend = resolve_backend(backend, dev)
+    threads = free_cores()
+    with thread_limit(threads):
+        result = _compute_affinity(source, images, center, pool, bootstrap, seed, max_memory, spill_dir, dev,
+                                   keep_rdms, progress, backend)
+    result.settings["threads"] = threads
+    return result
+
+
+def _compute_affinity(source: FeatureSource, images: int | None, center: str, pool: int | None, bootstrap: int,
+                      seed: int, max_memory: int | None, spill_dir: str | os.PathLike | None, dev: Any,
+                      keep_rdms: bool, progress: bool, backend: str) -> AffinityResult:
+    from branchnet.progress import progress_bar
+
     k = num_images(source, images)
     bootstrap = int(bootstrap)
     if bootstrap < 0 or bootstrap == 1:
         raise BadInput(f"--bootstrap must be 0 (none) or at least 2 resamples, got {bootstrap}")
     budget = int(max_memory) if max_memory else default_max_memory(dev)
     tasks, locations = list(source.tasks), list(source.locations)
-    rdms = np.empty((len(tasks), len(locations), k, k), dtype=np.float64)
+    shape = (len(tasks), len(locations), k, k)
+    rdms = (np.empty(shape, dtype=np.float64) if backend == "numpy"
+            else torch.empty(shape, dtype=torch.float64, device=dev))
     workspace = Workspace()  # block memory reused from task to task
     with progress_bar(quiet=not progress) as bar:
         overall = bar.add_task("affinity: tasks", total=len(tasks))
         for t, task in enumerate(tasks):
             images_bar = bar.add_task(f"  {task}: images", total=None)
-            rdms[t] = compute_rdms(source, task, images=k, center=center, pool=pool, max_memory=budget,
-                                   spill_dir=spill_dir, device=dev, workspace=workspace,
-                                   on_batch=lambda count, tid=images_bar: bar.advance(tid, count))
+            rdms[t] = rdms_on_device(source, task, images=k, center=center, pool=pool, max_memory=budget,
+                                     spill_dir=spill_dir, device=dev, workspace=workspace, backend=backend,
+                                     on_batch=lambda count, tid=images_bar: bar.advance(tid, count))
             bar.remove_task(images_bar)
             bar.advance(overall)
         workspace.clear()
         affinity = rdm_affinity(rdms, tasks, locations)
+        if isinstance(rdms, torch.Tensor) and (bootstrap or keep_rdms):
+            rdms = rdms.cpu().numpy()
         std = low = high = None
         if bootstrap:
             boot = bar.add_task("affinity: bootstrap", total=bootstrap)
@@ -320,7 +349,7 @@ def compute_affinity(source: FeatureSource, images: int | None = None, center: s
                                                 on_step=lambda: bar.advance(boot))
     settings = {"images": k, "center": center, "pool": f"avg:{pool}" if pool else "none",
                 "bootstrap": bootstrap, "seed": seed if bootstrap else None, "max_memory": budget,
-                "device": str(dev), "interval": INTERVAL if bootstrap else None}
+                "device": str(dev), "backend": backend, "interval": INTERVAL if bootstrap else None}
     return AffinityResult(affinity=affinity, tasks=tasks, locations=locations, num_images=k,
                           rdms=rdms.astype(np.float32) if keep_rdms else None,
                           affinity_std=std, affinity_low=low, affinity_high=high, settings=settings)

@@ -22,20 +22,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from branchnet.rsa import device as on_device
+
 
 def gram(z: torch.Tensor) -> np.ndarray:
     """``z @ z.T`` for a (K, F) float32 tensor on any device; (K, K) float64 numpy array."""
     if z.device.type == "cpu":
         a = z.numpy()
         return (a @ a.T).astype(np.float64)
-    return (z @ z.T).double().cpu().numpy()
+    return on_device.gram(z).cpu().numpy()
 
 
 def product(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """``a @ b.T`` as float64 numpy (CPU: numpy/BLAS, GPU: torch)."""
+    """``a @ b.T`` as float64 numpy (CPU: numpy/BLAS, GPU: torch, without TF32)."""
     if a.device.type == "cpu":
         return (a.numpy() @ b.numpy().T).astype(np.float64)
-    return (a @ b.T).double().cpu().numpy()
+    return on_device.product(a, b).cpu().numpy()
 
 
 def tile_rows(num_features: int, budget: int) -> int:

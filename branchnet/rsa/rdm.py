@@ -20,8 +20,10 @@ block is K x F float32 values. When the D blocks of a task fit in ``max_memory``
 is iterated once for the task; otherwise the locations are packed into passes that fit
 (one pass per location at worst). A block larger than ``max_memory`` on its own is spilled
 to a float32 file in ``spill_dir`` and its Gram matrix computed tile by tile
-(:mod:`branchnet.rsa.gram`). On a GPU the blocks live in GPU memory and the products run
-there.
+(:mod:`branchnet.rsa.gram`). On a GPU the blocks live in GPU memory and everything up to
+the affinity runs there with torch (:mod:`branchnet.rsa.device`, the ``"torch"`` backend);
+on the CPU numpy does the work (the ``"numpy"`` backend: BLAS ``syrk`` products, row work
+split over as many threads as there are free cores, :func:`branchnet.machine.free_cores`).
 
 Precision: blocks and products are float32, statistics per image are float32 with a
 float64 fallback for rows where float32 would lose digits; RDMs agree with
@@ -45,13 +47,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from branchnet.machine import available_ram
+from branchnet.machine import available_ram, free_cores, thread_limit
 from branchnet.train.devices import resolve_device
 from branchnet.errors import BadInput, unknown_choice
+from branchnet.rsa import device as on_device
 from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows
 from branchnet.rsa.sources import FeatureSource
 
 CENTERS = ("images", "features")
+#: How blocks are processed: ``numpy`` (CPU tensors, numpy and BLAS) or ``torch`` (any
+#: device; the GPU path).
+BACKENDS = ("numpy", "torch")
 #: Smallest K for which an RDM comparison means anything.
 MIN_IMAGES = 4
 #: Share of free memory (RAM, or GPU memory on a GPU) used when ``max_memory`` is not given.
@@ -84,6 +90,17 @@ def check_center(center: str) -> str:
     if center not in CENTERS:
         raise unknown_choice("--center mode", str(center), CENTERS)
     return center
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """``numpy`` on the CPU and ``torch`` elsewhere unless ``backend`` says (``numpy`` needs the CPU)."""
+    if backend is None:
+        return "numpy" if device.type == "cpu" else "torch"
+    if backend not in BACKENDS:
+        raise unknown_choice("RSA backend", str(backend), BACKENDS)
+    if backend == "numpy" and device.type != "cpu":
+        raise BadInput(f"the numpy RSA backend runs on the CPU only, not on {device}; use backend='torch'")
+    return backend
 
 
 def default_max_memory(device: torch.device | str = "cpu") -> int:
@@ -248,14 +265,17 @@ class _Block:
     """
 
     def __init__(self, k: int, f: int, center: str, device: torch.device, task: str, location: str,
-                 spill: SpillFile | None, budget: int, workspace: Workspace):
+                 spill: SpillFile | None, budget: int, workspace: Workspace, backend: str = "numpy"):
         self.k, self.f, self.center, self.device = k, f, center, device
+        self.numpy = backend == "numpy"
         self.task, self.location = task, location
         self.spill, self.budget, self.workspace = spill, budget, workspace
         self.z = None if spill is not None else workspace.take((k, f), device)
         self._scratch: torch.Tensor | None = None  # (B, F) rows in flight (spill, feature sums)
-        # Each row's mean over features, as subtracted (for the precision check in rdm()).
-        self.row_mean = np.zeros(k, dtype=np.float64)
+        # Each row's mean over features, as subtracted (for the precision check in rdm());
+        # with torch, kept on the device and checked for NaN/Inf once, in rdm().
+        self.row_mean = (np.zeros(k, dtype=np.float64) if self.numpy
+                         else torch.zeros(k, dtype=torch.float64, device=device))
         # center="features": the sum over images of (z_a - z_0), z_0 the first centred row.
         # The differences are small next to large feature means, so float32 partial sums
         # keep their digits; the feature mean is z_0 + column_sum / K.
@@ -282,7 +302,7 @@ class _Block:
             if self.first_row is None:
                 self.first_row = dest[0].clone()
             diff = self._scratch_rows(b) if self.z is not None else torch.empty_like(dest)
-            if dest.device.type == "cpu":
+            if self.numpy:
                 np.subtract(dest.numpy(), self.first_row.numpy(), out=diff.numpy())
                 self.column_sum.numpy()[:] += diff.numpy().sum(axis=0)
             else:
@@ -308,14 +328,14 @@ class _Block:
         if self.spill is not None:
             self.spill.close()
 
-    def _centre(self, x: torch.Tensor, dest: torch.Tensor, start: int) -> np.ndarray:
+    def _centre(self, x: torch.Tensor, dest: torch.Tensor, start: int) -> np.ndarray | torch.Tensor:
         """dest = x - mean(x) per row (two passes over the batch); returns the (B,) means.
 
-        Raises BadInput for rows holding NaN or Inf, or values so large that float32 sums
-        overflow. On the CPU this runs in numpy on views of the tensors (single-threaded
-        and memory-bound, it stays fast on a busy machine where torch's thread pool does not).
+        numpy: raises BadInput for rows holding NaN or Inf, or values so large that float32
+        sums overflow; runs on views of the tensors, the rows split over the free cores'
+        threads. torch: nothing is read back (the means are checked in :meth:`rdm`).
         """
-        if x.device.type == "cpu":
+        if self.numpy:
             xs, ds = x.numpy(), dest.numpy()
             mean = np.empty(xs.shape[0], dtype=np.float32)
 
@@ -328,11 +348,8 @@ class _Block:
             self._check_finite(x, np.flatnonzero(~np.isfinite(mean)), start)
             return mean.astype(np.float64)
         mean_t = x.sum(dim=1) / self.f
-        bad = ~torch.isfinite(mean_t)
-        if bool(bad.any()):
-            self._check_finite(x, torch.nonzero(bad).flatten().tolist(), start)
         torch.sub(x, mean_t.unsqueeze(1), out=dest)
-        return mean_t.double().cpu().numpy()
+        return mean_t.double()
 
     def _check_finite(self, x: torch.Tensor, rows: Sequence[int], start: int) -> None:
         for r in rows:
@@ -343,8 +360,32 @@ class _Block:
             raise BadInput(f"features of {self._where(start + r)} are too large for float32 sums "
                            "(|x| above ~1e18); rescale them")
 
-    def rdm(self) -> np.ndarray:
-        """The (K, K) float64 RDM; frees the block."""
+    def rdm(self) -> np.ndarray | torch.Tensor:
+        """The (K, K) float64 RDM (numpy, or a tensor on the device with torch); frees the block."""
+        if not self.numpy:
+            try:
+                on_device.check_row_means(self.row_mean, self._where)
+                if self.spill is None:
+                    return self._rdm_torch()
+                self.row_mean = self.row_mean.cpu().numpy()  # a spilled block goes the numpy way
+            except BaseException:
+                self.release()
+                raise
+            return torch.from_numpy(self._rdm_numpy()).to(self.device)
+        return self._rdm_numpy()
+
+    def _rdm_torch(self) -> torch.Tensor:
+        try:
+            if self.center == "features":
+                self._feature_transform()(self.z)
+            g = on_device.gram(self.z)
+            if self.center == "images":
+                g = on_device.fix_weak_rows(g, self.z, self.row_mean, self._where)
+        finally:
+            self.release()
+        return on_device.rdm_from_gram(g, self.center, self._where, self.task, self.location)
+
+    def _rdm_numpy(self) -> np.ndarray:
         try:
             if self.spill is not None:
                 self.spill.finish()
@@ -424,7 +465,7 @@ class _Block:
         first, offset = self.first_row, (self.column_sum / self.k).float()
 
         def transform(z: torch.Tensor) -> torch.Tensor:
-            if z.device.type == "cpu":
+            if self.numpy:
                 zs = z.numpy()
                 zs -= first.numpy()
                 zs -= offset.numpy()
@@ -458,7 +499,7 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
                  pool: int | None = None, max_memory: int | None = None,
                  spill_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  on_batch: Callable[[int], None] | None = None,
-                 workspace: Workspace | None = None) -> np.ndarray:
+                 workspace: Workspace | None = None, backend: str | None = None) -> np.ndarray:
     """The RDMs of ``task`` at every location of ``source``, streamed.
 
     Args:
@@ -475,6 +516,8 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
         device: ``"cpu"`` or ``"cuda"``: where blocks are held and products run.
         on_batch: called with the number of images of each batch consumed (progress).
         workspace: a :class:`Workspace` to reuse block memory across calls (one per run).
+        backend: ``"numpy"`` (the CPU default) or ``"torch"`` (the default elsewhere;
+            on the CPU it runs the GPU path's code on CPU tensors).
 
     Returns:
         (D, K, K) float64 RDMs, symmetric with zero diagonals, values in [0, 2].
@@ -485,17 +528,40 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
             (``center="features"``); NaN or Inf; features whose shape changes between images;
             a source that ends early. Messages name the task, location and image.
     """
+    rdms = rdms_on_device(source, task, images=images, center=center, pool=pool, max_memory=max_memory,
+                          spill_dir=spill_dir, device=device, on_batch=on_batch, workspace=workspace,
+                          backend=backend)
+    return rdms if isinstance(rdms, np.ndarray) else rdms.cpu().numpy()
+
+
+def rdms_on_device(source: FeatureSource, task: str, *, images: int | None = None, center: str = "images",
+                   pool: int | None = None, max_memory: int | None = None,
+                   spill_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                   on_batch: Callable[[int], None] | None = None, workspace: Workspace | None = None,
+                   backend: str | None = None) -> np.ndarray | torch.Tensor:
+    """:func:`compute_rdms`, the RDMs left where they were computed: a numpy array with the
+    numpy backend, a float64 tensor on ``device`` with torch."""
     check_center(center)
     if task not in source.tasks:
         raise unknown_choice("task", task, source.tasks)
     dev = resolve_device(device)
+    backend = resolve_backend(backend, dev)
+    with thread_limit(free_cores()):
+        return _rdms(source, task, images, center, pool, max_memory, spill_dir, dev, on_batch, workspace, backend)
+
+
+def _rdms(source: FeatureSource, task: str, images: int | None, center: str, pool: int | None,
+          max_memory: int | None, spill_dir: str | os.PathLike | None, dev: torch.device,
+          on_batch: Callable[[int], None] | None, workspace: Workspace | None,
+          backend: str) -> np.ndarray | torch.Tensor:
     k = num_images(source, images)
     budget = int(max_memory) if max_memory else default_max_memory(dev)
     if budget <= 0:
         raise BadInput(f"max_memory must be a positive number of bytes, got {max_memory}")
     locations = list(source.locations)
     spill_root = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
-    out = np.empty((len(locations), k, k), dtype=np.float64)
+    out = (np.empty((len(locations), k, k), dtype=np.float64) if backend == "numpy"
+           else torch.empty((len(locations), k, k), dtype=torch.float64, device=dev))
 
     # Probe one batch for the feature sizes, then plan the passes over the source.
     stream = iter(source.batches(task, list(range(len(locations)))))
@@ -508,7 +574,7 @@ def compute_rdms(source: FeatureSource, task: str, *, images: int | None = None,
     sizes = [k * rows.shape[1] * 4 for rows in first_rows]
     passes, spilled = plan_passes(sizes, budget)
     ctx = dict(task=task, source=source, k=k, center=center, pool=pool, device=dev, budget=budget,
-               spill_root=spill_root, on_batch=on_batch,
+               spill_root=spill_root, on_batch=on_batch, backend=backend,
                workspace=workspace if workspace is not None else Workspace())
     if passes[0] == list(range(len(locations))):
         _run_pass(passes[0], spilled, out, first_rows=first_rows, stream=stream, **ctx)
@@ -540,9 +606,9 @@ def _close(stream: Iterator[Any]) -> None:
         close()
 
 
-def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray, *, task: str, source: FeatureSource,
-              k: int, center: str, pool: int | None, device: torch.device, budget: int, spill_root: Path,
-              on_batch: Callable[[int], None] | None, workspace: Workspace,
+def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray | torch.Tensor, *, task: str,
+              source: FeatureSource, k: int, center: str, pool: int | None, device: torch.device, budget: int,
+              spill_root: Path, on_batch: Callable[[int], None] | None, workspace: Workspace, backend: str,
               first_rows: list[torch.Tensor] | None,
               stream: Iterator[Any] | None) -> None:
     """Stream the first K images of ``task`` at ``locs`` into blocks and write their RDMs into ``out``."""
@@ -567,7 +633,8 @@ def _run_pass(locs: list[int], spilled: set[int], out: np.ndarray, *, task: str,
                 if d not in blocks:
                     spill = (SpillFile(spill_root, (k, x.shape[1]), f"{task}-{names[d]}")
                              if d in spilled else None)
-                    blocks[d] = _Block(k, x.shape[1], center, device, task, names[d], spill, budget, workspace)
+                    blocks[d] = _Block(k, x.shape[1], center, device, task, names[d], spill, budget, workspace,
+                                       backend)
                 blocks[d].add(x)
             count = int(rows[0].shape[0])
             filled += count

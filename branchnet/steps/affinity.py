@@ -20,7 +20,8 @@ from branchnet.nn.model_file import load_model
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
 from branchnet.train.devices import resolve_device
-from branchnet.train.engine import make_loader
+from branchnet.train.acceleration import memory_format, prepare_model
+from branchnet.train.loaders import LoaderSettings, make_loader, to_device
 from branchnet.errors import BadInput
 from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, single_dir
 
@@ -30,7 +31,9 @@ class ModelFeatureSource:
 
     Models are loaded one task at a time, so memory holds one model and the feature
     blocks the RSA engine asks for. Images come in the affinity split's order, the same
-    for every task.
+    for every task. On a GPU the features stay there: the engine centres them and forms
+    their Gram products on the device (docs/performance.md), nothing is copied to the host
+    but the K x K results.
     """
 
     def __init__(self, config: Config, runs: Path, images: int | None = None, device: str = "cpu",
@@ -60,15 +63,19 @@ class ModelFeatureSource:
                            f"than '{self.tasks[0]}' ({self.layout.backbone}); retrain them with the same config")
         return loaded
 
+    def loader_settings(self) -> LoaderSettings:
+        """``data.workers`` and ``data.loader`` of the config on this source's device."""
+        return LoaderSettings.resolve(self.config.data, self.device)
+
     def batches(self, task: str, locations: Sequence[int]) -> Iterator[list[Any]]:
-        model = self.load(task).model.eval()
+        model = prepare_model(self.load(task).model.eval(), self.device)
+        layout = memory_format(self.device)
         depth = max(locations)
         loader = make_loader(torch.utils.data.Subset(self.dataset, range(self.num_images)), self.batch_size,
-                             self.config.data.workers, train=False, device=self.device,
-                             shard=False)
+                             self.loader_settings(), train=False, device=self.device, shard=False)
         with torch.no_grad():
             for images, _ in loader:
-                levels = model.forward_levels(images.to(self.device), depth=depth)
+                levels = model.forward_levels(to_device(images, self.device, layout), depth=depth)
                 yield [levels[d][0] for d in locations]
 
     def costs(self) -> dict[str, Any]:
@@ -139,7 +146,7 @@ def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Pat
             dataset = build_dataset(config, "affinity", tasks=[task])
             losses[task] = per_image_losses(source.load(task), task, dataset, images=source.num_images,
                                             batch_size=source.batch_size, device=source.device,
-                                            workers=config.data.workers)
+                                            workers=source.loader_settings().workers)
             bar.advance(job)
     data = fafs_affinity(losses, source.locations, **source.costs(), backbone=config.model.backbone,
                          input_size=config.image_size)

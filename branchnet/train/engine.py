@@ -10,10 +10,16 @@ and read once per epoch (and by the progress view at most every
 :data:`~branchnet.train.guard.SYNC_SECONDS`), and divergence is flagged on the device
 (:mod:`branchnet.train.guard`). Methods that need more than a loss weighting plug in as
 :mod:`hooks <branchnet.train.hooks>`.
+
+On CUDA the network and the batches are channels-last and cuDNN autotunes; ``train.compile``
+compiles the network after a trial step (:mod:`branchnet.train.acceleration`); batches are
+loaded as ``data.workers`` and ``data.loader`` say (:mod:`branchnet.train.loaders`). None of
+it changes what is trained (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +35,13 @@ from branchnet.errors import BadInput
 from branchnet.progress import progress_bar, say
 from branchnet.tasks import Task
 from branchnet.train import distributed as dist_utils
+from branchnet.train.acceleration import compile_network, cuda_settings, memory_format, prepare_model
 from branchnet.train.devices import resolve_device
 from branchnet.train.evaluate import evaluate
 from branchnet.train.guard import DDP_CHECK_STEPS, SYNC_SECONDS, DivergenceGuard
 from branchnet.train.history import TensorBoardLog, write_history
 from branchnet.train.hooks import FitContext, TrainingHook
-from branchnet.train.loaders import epoch_seed, make_loader, to_device
+from branchnet.train.loaders import LoaderSettings, TrainLoader, epoch_seed, make_loader, to_device
 from branchnet.train.optim import build_optimizer, lr_multiplier
 from branchnet.train.precision import Precision
 from branchnet.train.weighting import LossWeighting, build_weighting
@@ -58,6 +65,8 @@ class TrainResult:
     images_per_second: float = 0.0
     device: str = "cpu"
     world_size: int = 1
+    #: Whether the network trained compiled (``train.compile`` and compilation worked).
+    compiled: bool = False
 
 
 def default_fingerprint(config: Config, tasks: Sequence[Task]) -> dict[str, Any]:
@@ -85,7 +94,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     epochs = epochs or train_cfg.epochs
     device = resolve_device(train_cfg.device)
     precision = Precision.for_device(device, train_cfg.amp)
-    model.to(device)
+    prepare_model(model, device)  # channels_last on CUDA (docs/performance.md)
+    layout = memory_format(device)
     names = [t.name for t in tasks]
     fingerprint = json_safe(dict(fingerprint or default_fingerprint(config, tasks)))
     shared = model.last_shared_weight() if train_cfg.weighting == "gradnorm" else None
@@ -97,9 +107,6 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
         params.append({"params": weighting_params, "weight_decay": 0.0})
     optimizer = build_optimizer(params, train_cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    net: nn.Module = model
-    if dist_utils.is_distributed():
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_FILE
@@ -127,9 +134,20 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     elif ckpt_path.is_file() and dist_utils.is_main():
         say(f"{label}: an interrupted run was found and is started over (pass --resume to continue it)")
 
-    workers = config.data.workers
-    steps_per_epoch = len(make_loader(train_set, train_cfg.batch_size, workers, train=True, seed=config.seed,
-                                      epoch=0, device=device))
+    loading = LoaderSettings.resolve(config.data, device)
+    train_loader = TrainLoader(train_set, train_cfg.batch_size, loading, config.seed)
+    steps_per_epoch = len(train_loader)
+    net: nn.Module = model
+    compiled = False
+    if train_cfg.compile:
+        from torch.utils.data import default_collate
+
+        images, targets = default_collate([train_set[i] for i in range(train_cfg.batch_size)])
+        net, failure = compile_network(model, tasks, to_device(images, device, layout), to_device(targets, device),
+                                       precision, label)
+        compiled = failure is None
+    if dist_utils.is_distributed():
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     total_steps = steps_per_epoch * epochs
     ctx = FitContext(model=model, net=net, tasks=list(tasks), optimizer=optimizer, device=device, epochs=epochs,
                      steps_per_epoch=steps_per_epoch, seed=config.seed, precision=precision, epoch=start_epoch,
@@ -138,7 +156,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
         if hook.name in hook_states:
             hook.load_state_dict(hook_states[hook.name])
         hook.on_fit_start(ctx)
-    val_loader = make_loader(val_set, train_cfg.batch_size, workers, train=False, device=device)
+    val_loader = make_loader(val_set, train_cfg.batch_size, loading, train=False, device=device)
     val_metrics: dict[str, dict[str, float]] = {}
     guard = DivergenceGuard(names, device)
     distributed = dist_utils.is_distributed()
@@ -147,6 +165,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     started = time.perf_counter()
     images_seen = 0
     quiet_here = quiet or not dist_utils.is_main()
+    speed = contextlib.ExitStack()
+    speed.enter_context(cuda_settings(device))
     try:
         with progress_bar(quiet_here) as bar:
             job = bar.add_task(label, total=total_steps, completed=step)
@@ -155,14 +175,13 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
                 ctx.epoch = epoch
                 epoch_started = time.perf_counter()
                 torch.manual_seed(epoch_seed(config.seed, epoch) + dist_utils.rank())
-                loader = make_loader(train_set, train_cfg.batch_size, workers, train=True, seed=config.seed,
-                                     epoch=epoch, device=device)
+                loader = train_loader.epoch(epoch)
                 net.train()
                 sums = torch.zeros(len(names), dtype=torch.float64, device=device)
                 batches = 0
                 epoch_images = 0
                 for images, targets in loader:
-                    images, targets = to_device(images, device), to_device(targets, device)
+                    images, targets = to_device(images, device, layout), to_device(targets, device)
                     for group, base in zip(optimizer.param_groups, base_lrs):
                         group["lr"] = base * lr_multiplier(step, total_steps, train_cfg.schedule)
                     for hook in hooks:
@@ -246,6 +265,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
                         board.log(record)
                 dist_utils.barrier()
     finally:
+        speed.close()
+        train_loader.close()
         if board is not None:
             board.close()
     seconds = seconds_before + time.perf_counter() - started
@@ -254,8 +275,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
         val_metrics = evaluate(model, tasks, val_loader, device, precision)
     test_metrics: dict[str, dict[str, float]] = {}
     if test_set is not None:
-        test_loader = make_loader(test_set, train_cfg.batch_size, workers, train=False, device=device)
+        test_loader = make_loader(test_set, train_cfg.batch_size, loading, train=False, device=device)
         test_metrics = evaluate(model, tasks, test_loader, device, precision)
     return TrainResult(val=val_metrics, test=test_metrics, history=history, seconds=seconds,
                        images_per_second=images_total / seconds if seconds > 0 and images_total else 0.0,
-                       device=str(device), world_size=world)
+                       device=str(device), world_size=world, compiled=compiled)
