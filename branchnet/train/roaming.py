@@ -197,6 +197,32 @@ class RoamingPlan:
         return plan
 
 
+def plan_digest(plan: RoamingPlan) -> int:
+    """A 62-bit digest of the plan's masks and step count (equal plans, equal digests)."""
+    import hashlib
+
+    digest = hashlib.sha256(str(plan.steps).encode())
+    for used, visited in zip(plan.used, plan.visited):
+        digest.update(np.packbits(used).tobytes())
+        digest.update(np.packbits(visited).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") >> 2
+
+
+def check_same_on_every_rank(plan: RoamingPlan) -> None:
+    """Under torch.distributed: every rank must hold the same plan (the generators are seeded
+    alike, so a difference is a bug, never the data); a RuntimeError otherwise. Called at
+    epoch ends (it reads the reduced digest back)."""
+    from branchnet.train import distributed as dist_utils
+
+    if not dist_utils.is_distributed():
+        return
+    mine = torch.tensor([plan_digest(plan)], dtype=torch.int64)
+    low, high = dist_utils.all_reduce_min(mine.clone()), -dist_utils.all_reduce_min(-mine)
+    if int(low) != int(high):
+        raise RuntimeError("Maximum Roaming's masks differ between ranks; they are drawn from generators seeded "
+                           "alike on every rank, so this is a bug in branchnet")
+
+
 def roaming_layers(model: Any) -> list[Layer]:
     """The roaming layers of a :class:`BranchedNet` whose channel masks are attached."""
     masks = model.channel_masks
@@ -256,6 +282,7 @@ class RoamingHook(TrainingHook):
             self._write(ctx.model.channel_masks, sorted(changed))
 
     def on_epoch_end(self, ctx: FitContext, record: dict[str, Any]) -> None:
+        check_same_on_every_rank(self.plan)
         record["roaming"] = {**self.plan.summary(), "forward_passes": ctx.model.channel_masks.forward_passes()}
 
     def state_dict(self) -> dict[str, Any]:
