@@ -169,7 +169,7 @@ def tag_fingerprint(config: Config) -> dict[str, Any]:
 
     cfg = tag_config(config)
     return fingerprint("tag", cfg, cfg.task_names, partitions=shared_partitions(cfg.task_names, NUM_STAGES),
-                       tag_every=cfg.affinity.tag_every)
+                       affinity={"tag_every": cfg.affinity.tag_every})
 
 
 def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
