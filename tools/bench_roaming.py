@@ -97,16 +97,18 @@ def measure(tree: str, p: float | None, steps: int, batch: int, device: str) -> 
         step()
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     shared = [len(g) for level in partitions for g in level if len(g) >= 2]
-    return {"images_per_s": steps * batch / seconds, "seconds_per_step": seconds / steps, "peak_mb": peak,
+    return {"images_per_s": steps * batch / seconds, "seconds_per_step": seconds / steps,
+            "cpu_per_step": cpu / steps, "peak_mb": peak,
             "passes": passes, "plain_passes": sum(len(level) for level in partitions),
             "tasks_per_shared_node": max(shared)}
 
@@ -114,22 +116,25 @@ def measure(tree: str, p: float | None, steps: int, batch: int, device: str) -> 
 def throughput(args) -> None:
     print(f"training step, batch {args.batch_size}, {args.steps} steps, device {args.device}, "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} (before)")
-    print(f"| case | node passes | img/s | s/step | peak MB | time vs plain | goal: 1.2 x T x plain |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    base: dict[str, float] = {}
+    print("| case | node passes | img/s | s/step | CPU s/step | peak MB | wall vs plain | CPU vs plain | "
+          "goal: 1.2 x T x plain |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base: dict[str, tuple[float, float]] = {}
     for i, (label, tree, p) in enumerate(CASES):
         out = subprocess.run([sys.executable, __file__, "--case", str(i), "--steps", str(args.steps),
                               "--batch-size", str(args.batch_size), "--device", args.device],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         if p is None:
-            base[tree] = r["seconds_per_step"]
-            ratio, goal = 1.0, "-"
+            base[tree] = (r["seconds_per_step"], r["cpu_per_step"])
+            ratio, cpu_ratio, goal = 1.0, 1.0, "-"
         else:
-            ratio = r["seconds_per_step"] / base[tree]
-            goal = f"{1.2 * r['tasks_per_shared_node']:.1f}x ({'met' if ratio <= 1.2 * r['tasks_per_shared_node'] else 'missed'})"
+            ratio, cpu_ratio = r["seconds_per_step"] / base[tree][0], r["cpu_per_step"] / base[tree][1]
+            bound = 1.2 * r["tasks_per_shared_node"]
+            goal = f"{bound:.1f}x ({'met' if max(ratio, cpu_ratio) <= bound else 'missed'})"
         print(f"| {label} | {r['passes']} (plain {r['plain_passes']}) | {r['images_per_s']:.1f} | "
-              f"{r['seconds_per_step']:.3f} | {r['peak_mb']:.0f} | {ratio:.2f}x | {goal} |")
+              f"{r['seconds_per_step']:.3f} | {r['cpu_per_step']:.3f} | {r['peak_mb']:.0f} | {ratio:.2f}x | "
+              f"{cpu_ratio:.2f}x | {goal} |")
     print(f"load average {os.getloadavg()[0]:.2f} (after)")
 
 
