@@ -140,6 +140,22 @@ class ModelConfig:
 
 
 @dataclass
+class RoamingConfig:
+    """Maximum Roaming (Pascal et al., AAAI 2021; docs/training.md, "Maximum Roaming"): per-task
+    masks over the output channels of every convolution in encoder nodes shared by two or more
+    tasks, changed one channel per task and layer every ``delta`` epochs."""
+
+    #: Sharing ratio p in [0, 1]: each channel starts in each task's partition with
+    #: probability p (1 = the plain network, 0 = disjoint partitions).
+    p: float = 0.8
+    #: Update interval in epochs (fractional, > 0): one update step every ``delta`` epochs.
+    delta: float = 0.1
+    #: Completion r in (0, 1]: the share of the update plan that is run (1 = until every
+    #: task has used every channel).
+    completion: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings shared by single-task, branched and candidate training."""
 
@@ -168,11 +184,14 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     #: Gradient-norm clipping (0 = off).
     clip_grad: float = 0.0
+    #: Maximum Roaming on the shared encoder nodes (null = off): {p, delta, completion}.
+    roaming: Optional[RoamingConfig] = None
 
 
 @dataclass
 class AffinityConfig:
-    """RSA settings (``branchnet affinity``)."""
+    """Affinity settings (``branchnet affinity``): RSA's images, centring, pooling, bootstrap;
+    TAG's measuring interval."""
 
     images: int = 500
     #: ``images`` (the paper: Pearson between images' vectors) or ``features``.
@@ -180,6 +199,8 @@ class AffinityConfig:
     #: ``none`` or ``avg:S`` (average-pool feature maps to SxS first).
     pool: str = "none"
     bootstrap: int = 0
+    #: ``--measure tag``: measure the lookahead affinity every this many training steps.
+    tag_every: int = 10
 
 
 @dataclass
@@ -439,7 +460,7 @@ def _check(config: Config, source: str) -> None:
         if not value > 0:
             raise BadInput(f"{source}: '{key}' must be positive, got {value}")
     non_negative = {"train.weight_decay": config.train.weight_decay, "train.clip_grad": config.train.clip_grad,
-                    "data.workers": config.data.workers, "affinity.bootstrap": config.affinity.bootstrap}
+                    "affinity.bootstrap": config.affinity.bootstrap}
     for key, value in non_negative.items():
         if value < 0:
             raise BadInput(f"{source}: '{key}' must be 0 or more, got {value}")
@@ -460,6 +481,10 @@ def _check(config: Config, source: str) -> None:
     _check_heads(config, source)
     _check_augment(config, source)
     _check_speed(config, source)
+    _check_roaming(config, source)
+    if config.affinity.tag_every < 1:
+        raise BadInput(f"{source}: 'affinity.tag_every' must be a positive number of training steps "
+                       f"(e.g. 10), got {config.affinity.tag_every}")
     if config.model.output_stride not in (8, 16, 32):
         raise BadInput(f"{source}: 'model.output_stride' must be 8, 16 or 32, got {config.model.output_stride}")
     names = config.task_names
@@ -512,6 +537,21 @@ def _check_speed(config: Config, source: str) -> None:
     if not (isinstance(train.amp, bool) or (isinstance(train.amp, str) and train.amp in AMP_DTYPES)):
         raise BadInput(f"{source}: 'train.amp' is {train.amp!r}; valid: true (bfloat16 where supported, "
                        "else float16), false, bfloat16, float16")
+
+
+def _check_roaming(config: Config, source: str) -> None:
+    roaming = config.train.roaming
+    if roaming is None:
+        return
+    if not 0.0 <= roaming.p <= 1.0:
+        raise BadInput(f"{source}: 'train.roaming.p' (the sharing ratio) must lie in [0, 1] (1 = plain "
+                       f"network, 0 = disjoint partitions), got {roaming.p}")
+    if not roaming.delta > 0:
+        raise BadInput(f"{source}: 'train.roaming.delta' (epochs between two mask updates) must be positive "
+                       f"(e.g. 0.1), got {roaming.delta}")
+    if not 0.0 < roaming.completion <= 1.0:
+        raise BadInput(f"{source}: 'train.roaming.completion' (share of the update plan to run) must lie in "
+                       f"(0, 1], got {roaming.completion}")
 
 
 def _check_augment(config: Config, source: str) -> None:

@@ -8,6 +8,7 @@ A run directory (``runs/<config name>`` by default) holds (docs/design.md, "The 
     branched/<name>/        branched networks (tree, shared, separate, or --name)
     groupings/<group>/      candidate networks of ``branchnet groupings`` (+ candidates.csv/json)
     evaluate/               ``branchnet evaluate``'s study
+    tag/                    the all-shared network of ``branchnet affinity --measure tag``
     report.md|json|png      ``branchnet run``'s report
 
 Every *network directory* holds ``model.pt``, ``metrics.json``, ``history.csv``,
@@ -51,6 +52,7 @@ SINGLE_DIR = "single"
 BRANCHED_DIR = "branched"
 GROUPINGS_DIR = "groupings"
 EVALUATE_DIR = "evaluate"
+TAG_DIR = "tag"
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
@@ -108,6 +110,11 @@ def candidate_dir(runs: str | os.PathLike, name: str) -> Path:
 def evaluate_dir(runs: str | os.PathLike) -> Path:
     """``<runs>/evaluate``: the study of ``branchnet evaluate``."""
     return Path(runs) / EVALUATE_DIR
+
+
+def tag_dir(runs: str | os.PathLike) -> Path:
+    """``<runs>/tag``: the all-shared network trained while TAG's lookahead affinity was measured."""
+    return Path(runs) / TAG_DIR
 
 
 def affinity_path(runs: str | os.PathLike, measure: str = "rsa") -> Path:

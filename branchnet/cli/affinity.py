@@ -1,4 +1,5 @@
-"""``branchnet affinity``: RSA task affinity at every branch point (or FAFS from per-image losses)."""
+"""``branchnet affinity``: RSA task affinity at every branch point (or FAFS from per-image losses, or
+TAG's lookahead measured while the all-shared network trains)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,20 @@ def affinity(
     device: Annotated[str, typer.Option(
         "--device", help="Where models and products run: auto (cuda when present), cpu, cuda, cuda:N.")] = "auto",
     measure: Annotated[str, typer.Option(
-        "--measure", help="rsa (feature similarity, the paper's) or fafs (agreement on easy/difficult images, "
-                          "Lu et al. 2017, from per-image losses).")] = "rsa",
+        "--measure", help="rsa (feature similarity, the paper's), fafs (agreement on easy/difficult images, "
+                          "Lu et al. 2017, from per-image losses) or tag (Fifty et al. 2021: how one task's "
+                          "lookahead update changes another's loss, measured while the all-shared network "
+                          "trains, every affinity.tag_every steps).")] = "rsa",
     losses: Annotated[Optional[Path], typer.Option(
         "--losses", help="With --measure fafs: an .npz of per-image losses, one array (K,) per task (key = task "
                          "name), the same images in the same order.")] = None,
     locations: Annotated[Optional[str], typer.Option(
         "--locations", help="With --losses: the D branch-point names, comma-separated (FAFS is the same at "
                             "each; default: ResNet's layer1,layer2,layer3,layer4).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="With --measure tag: continue an interrupted TAG network from its last epoch.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --measure tag: retrain the TAG network even if it was trained.")] = False,
     out: OutOption = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
@@ -56,14 +63,24 @@ def affinity(
     `branchnet affinity --config CFG [--runs DIR]` uses the trained single-task models;
     `branchnet affinity --features F.npz --out A.npz` uses features extracted elsewhere;
     `branchnet affinity --measure fafs --losses L.npz --out A.npz` makes the FAFS affinity of
-    per-image losses (the same N x N at every location, no costs: give them to `build`).
+    per-image losses (the same N x N at every location, no costs: give them to `build`);
+    `branchnet affinity --config CFG --measure tag` trains the all-shared network in RUNS/tag
+    (reused when trained alike) and writes RUNS/affinity-tag.npz.
     """
     from branchnet.errors import BadInput, unknown_choice
     from branchnet.progress import say
     from branchnet.units import parse_budget
 
-    if measure not in ("rsa", "fafs"):
-        raise unknown_choice("affinity measure", measure, ("rsa", "fafs"))
+    if measure not in ("rsa", "fafs", "tag"):
+        raise unknown_choice("affinity measure", measure, ("rsa", "fafs", "tag"))
+    if (resume or force) and measure != "tag":
+        raise BadInput("--resume and --force apply to --measure tag (the network it trains); RSA and FAFS "
+                       "train nothing")
+    if measure == "tag":
+        return _tag(config, runs, set_, out, device, resume, force, quiet,
+                    {"--features": features, "--losses": losses, "--locations": locations, "--images": images,
+                     "--pool": pool, "--center": center, "--bootstrap": bootstrap,
+                     "--max-memory": max_memory, "--save-rdms": save_rdms or None})
     if losses is not None and measure != "fafs":
         raise BadInput("--losses (per-image losses) make the FAFS affinity: add --measure fafs")
     if measure == "fafs" and (losses is not None or config is None):
@@ -135,3 +152,28 @@ def _fafs(config: Optional[Path], features: Optional[Path], losses: Optional[Pat
         raise BadInput("--losses needs --out A.npz: where to write the FAFS affinity")
     paths = affinity_from_losses(losses, out, parse_locations(locations))
     say("affinity (fafs): wrote " + ", ".join(str(p) for p in dict(paths).values()))
+
+
+def _tag(config: Optional[Path], runs: Optional[Path], set_: Optional[list[str]], out: Optional[Path], device: str,
+         resume: bool, force: bool, quiet: bool, others: dict) -> None:
+    """``--measure tag --config CFG``."""
+    from branchnet.errors import BadInput
+    from branchnet.progress import say
+
+    given = [flag for flag, value in others.items() if value is not None]
+    if given:
+        raise BadInput(f"{given[0]} is not a setting of --measure tag (it trains the all-shared network and "
+                       "measures on its training batches); drop it")
+    if config is None:
+        raise BadInput("--measure tag needs --config CFG: it trains the config's all-shared network")
+    from branchnet.rsa.outputs import check_out_path
+    from branchnet.steps.affinity import tag_from_runs
+    from branchnet.train import distributed
+
+    if out is not None:
+        check_out_path(out)
+    cfg, runs_dir = resolve_config(config, runs, set_, device=None if device == "auto" else device)
+    distributed.init_from_env(cfg.train.device)
+    paths = tag_from_runs(cfg, runs_dir, out=out, resume=resume, force=force, quiet=quiet)
+    if paths:
+        say("affinity (tag): wrote " + ", ".join(str(p) for p in dict(paths).values()))

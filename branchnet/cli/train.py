@@ -28,6 +28,9 @@ def train(
         "--baselines", help="Compute Δ_MTL against the single-task models of this run directory, whatever "
                             "their settings (recorded in metrics.json); default: this run's own, which must "
                             "have been trained with the same settings.")] = None,
+    allow_plain: Annotated[bool, typer.Option(
+        "--allow-plain", help="With train.roaming: train a tree that shares no encoder node between two or more "
+                              "tasks plainly (Maximum Roaming has nothing to roam over) instead of stopping.")] = False,
     backbone: BackboneOption = None,
     epochs: EpochsOption = None,
     batch_size: BatchSizeOption = None,
@@ -54,4 +57,5 @@ def train(
     cfg, runs_dir = resolve_config(config, runs, sets, backbone=backbone, epochs=epochs, batch_size=batch_size,
                                    image_size=image_size, device=device)
     distributed.init_from_env(cfg.train.device)
-    train_branched(cfg, runs_dir, tree, name=name, resume=resume, force=force, quiet=quiet, baselines=baselines)
+    train_branched(cfg, runs_dir, tree, name=name, resume=resume, force=force, quiet=quiet, baselines=baselines,
+                   allow_plain=allow_plain)

@@ -86,6 +86,8 @@ class BranchedNet(nn.Module):
                 torch.manual_seed(base + zlib.crc32(t.name.encode()))
                 heads[t.name] = build_head(t, list(layout.channels[last]), model)
         self.heads = nn.ModuleDict(heads)
+        # per-task channel masks of shared nodes (Maximum Roaming, branchnet.nn.masking); None: plain
+        self.register_module("channel_masks", None)
 
     @staticmethod
     def node_key(depth: int, group: int) -> str:
@@ -108,9 +110,37 @@ class BranchedNet(nn.Module):
         return levels
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        masks = self.channel_masks
+        if masks is not None and masks.active:
+            return masks.run(self, x)
         levels = self.forward_levels(x)
         size = tuple(x.shape[-2:])
         return {t: self.heads[t](levels[-1][self.leaf[t]], size) for t in self.task_names}
+
+    def enable_channel_masks(self, keys: Sequence[str] | None = None):
+        """Attach per-task channel masks (all ones) to the nodes ``keys`` (default: every node
+        shared by two or more tasks) and return them (:class:`branchnet.nn.masking.ChannelMasks`).
+        ``forward`` then runs each task with its masks; ``forward_levels`` stays the plain network."""
+        from branchnet.nn.masking import ChannelMasks
+
+        if self.channel_masks is not None:
+            raise ValueError("channel masks are already attached")
+        device = next(self.parameters()).device
+        self.channel_masks = ChannelMasks(self, keys).to(device)
+        return self.channel_masks
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a state with channel masks (``channel_masks.*``, from a
+        network trained with Maximum Roaming) attaches them first."""
+        prefix = "channel_masks.nodes."
+        keys = sorted({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)},
+                      key=lambda key: tuple(int(v) for v in key[1:].split("_g")))
+        if keys and self.channel_masks is None:
+            self.enable_channel_masks(keys)
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.channel_masks is not None:
+            self.channel_masks.sync_from_buffers()
+        return result
 
     def task_features(self, x: torch.Tensor, task: str) -> list[Any]:
         """The features task ``task`` sees at each branch point (D entries, shallow to deep)."""

@@ -1,4 +1,5 @@
-"""Step 2 of the pipeline from trained models: features of the single-task models -> affinity.
+"""Step 2 of the pipeline from trained models: features of the single-task models -> affinity
+(RSA, FAFS), or TAG's lookahead measured while the all-shared network trains (:func:`tag_from_runs`).
 
 :class:`ModelFeatureSource` runs the K held-out images of the ``affinity`` split (never
 the test split) through each task's single-task model and yields its features at every
@@ -153,4 +154,108 @@ def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Pat
     settings = {"measure": "fafs", "source": "single-task models", "runs": str(runs), "split": "affinity",
                 "images": source.num_images, "config": str(config.source), "models": source.models,
                 "difficult": "loss >= the task's mean loss over the images"}
+    return write_affinity_outputs(data, out, settings)
+
+
+def tag_config(config: Config) -> Config:
+    """The config TAG's all-shared network trains with: ``config`` without ``train.roaming``
+    (the lookahead measures the plain network)."""
+    import dataclasses
+
+    if config.train.roaming is None:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, roaming=None))
+
+
+def tag_fingerprint(config: Config) -> dict[str, Any]:
+    """The fingerprint of TAG's network: the training settings (without ``train.roaming``), the
+    tasks, the all-shared tree and ``affinity.tag_every``."""
+    from branchnet.nn import NUM_STAGES
+    from branchnet.runs import fingerprint
+    from branchnet.tree import shared_partitions
+
+    cfg = tag_config(config)
+    return fingerprint("tag", cfg, cfg.task_names, partitions=shared_partitions(cfg.task_names, NUM_STAGES),
+                       affinity={"tag_every": cfg.affinity.tag_every})
+
+
+def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                  resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Path]:
+    """``branchnet affinity --config CFG --measure tag``: TAG's lookahead affinity at every branch
+    point (docs/design.md, "TAG affinity"; :mod:`branchnet.affinity.tag`).
+
+    Trains the all-shared network of the config in ``<runs>/tag`` (reused when trained with
+    the same settings and ``affinity.tag_every``; ``resume`` continues an interrupted one,
+    ``force`` retrains it), measuring the lookahead on the batch of every ``tag_every``-th
+    step, and writes ``out`` (default ``<runs>/affinity-tag.npz``): ``measure = "tag"``, the
+    normalised affinity (D, N, N), the raw asymmetric mean ``tag_z`` (D, N, N) with
+    ``tag_z[d, i, j]`` = task i's lookahead effect on task j, the number of measured steps
+    ``tag_steps``, and the same costs as the RSA file (the network's stage and head
+    parameters and FLOPs), plus ``affinity-tag.json`` and the figures.
+    """
+    import numpy as np
+
+    from branchnet.affinity.file import AffinityData
+    from branchnet.affinity.tag import TagHook, tag_affinity
+    from branchnet.atomic import ensure_writable_dir
+    from branchnet.data import build_tasks, prepare_splits
+    from branchnet.nn import NUM_STAGES, BranchedNet
+    from branchnet.progress import say
+    from branchnet.rsa.outputs import check_out_path, write_affinity_outputs
+    from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, read_record,
+                                tag_dir)
+    from branchnet.train import distributed as dist_utils
+    from branchnet.train.engine import fit
+    from branchnet.tree import shared_partitions
+
+    runs = Path(runs)
+    cfg = tag_config(config)
+    names = cfg.task_names
+    if len(names) < 2:
+        raise BadInput(f"--measure tag needs at least two tasks (it measures how one task's update changes "
+                       f"another's loss); the config lists only {', '.join(names)}")
+    out = check_out_path(out if out is not None else affinity_path(runs, "tag"))
+    if config.train.roaming is not None and not quiet:
+        say("affinity (tag): the all-shared network is trained without train.roaming (TAG measures the plain network)")
+    fp = tag_fingerprint(cfg)
+    plan = plan_network(tag_dir(runs), fp, "the TAG network", force=force, resume=resume,
+                        hint="pass --force to retrain it (the affinity is measured while it trains), or use "
+                             "another --runs")
+    if plan.note and not quiet:
+        say(plan.note)
+    if plan.action == "reuse":
+        metrics = read_metrics(plan.directory, "the TAG network", "retrain it with --force")
+    else:
+        tasks = build_tasks(cfg)
+        torch.manual_seed(cfg.seed)  # the same start as the single-task and branched networks
+        model = BranchedNet(tasks, shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
+        if dist_utils.is_main():
+            ensure_writable_dir(plan.directory)
+        prepare_splits(cfg, ("train", "val"))
+        hook = TagHook(cfg.affinity.tag_every, cfg.seed)
+        result = fit(model, tasks, cfg, plan.directory, build_dataset(cfg, "train"), build_dataset(cfg, "val"),
+                     resume=plan.action == "resume", quiet=quiet, label="tag (all-shared)", hooks=[hook],
+                     fingerprint=fp)
+        z = hook.mean()
+        metrics = network_metrics(model, result, cfg, name="tag", tag={
+            "every": cfg.affinity.tag_every, "steps": hook.count, "z": z.tolist(),
+            "lookahead": "theta' = theta - lr * grad_{stages 0..d} L_i on the step's batch; heads fixed"})
+        commit_network(plan.directory, model, cfg, "tag", fp, metrics)
+    z = np.asarray(metrics["tag"]["z"], dtype=np.float64)
+    record, _ = read_record(plan.directory)
+    data = AffinityData(
+        affinity=tag_affinity(z), tasks=list(names), locations=list(metrics["locations"]),
+        stage_params=np.asarray(metrics["stage_params"], np.int64),
+        head_params=np.asarray([metrics["head_params"][t] for t in names], np.int64),
+        stage_flops=np.asarray(metrics["stage_flops"], np.float64),
+        head_flops=np.asarray([metrics["head_flops"][t] for t in names], np.float64),
+        backbone=cfg.model.backbone, input_size=cfg.image_size, measure="tag",
+        extra={"tag_z": z, "tag_steps": np.asarray(int(metrics["tag"]["steps"]), np.int64)})
+    settings = {"measure": "tag", "source": "all-shared network trained with the lookahead", "runs": str(runs),
+                "network": str(plan.directory), "tag_every": int(metrics["tag"]["every"]),
+                "measured_steps": int(metrics["tag"]["steps"]), "config": str(cfg.source),
+                "model_sha256": record.model_sha256 if record is not None else None,
+                "lookahead": metrics["tag"]["lookahead"]}
+    if not dist_utils.is_main():
+        return {}
     return write_affinity_outputs(data, out, settings)

@@ -114,7 +114,8 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     tree_name = tree_network_name(params_budget, flops_budget)
     networks: dict[str, dict[str, Any]] = {}
     for name, spec in ((tree_name, tree_path(runs)), ("shared", "shared"), ("separate", "separate")):
-        networks[name] = train_branched(config, runs, spec, name=name, force=force, quiet=quiet)
+        networks[name] = train_branched(config, runs, spec, name=name, force=force, quiet=quiet,
+                                        allow_plain=spec == "separate")  # the unshared baseline never roams
 
     if not main:
         return None

@@ -31,6 +31,7 @@ from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, 
                             network_metrics, plan_network, read_metrics)
 from branchnet.tasks import multi_task_delta
 from branchnet.train.engine import fit
+from branchnet.train.roaming import roaming_config, roaming_hooks, roaming_metrics
 from branchnet.tree import Partitions, load_tree, separate_partitions, shared_partitions
 
 TREE_NAMES = ("shared", "separate")
@@ -97,19 +98,23 @@ def branched_fingerprint(config: Config, partitions: Partitions, baselines: Base
 
 def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | None = None,
                    resume: bool = False, force: bool = False, quiet: bool = False,
-                   baselines: str | Path | None = None) -> dict[str, Any]:
+                   baselines: str | Path | None = None, allow_plain: bool = False) -> dict[str, Any]:
     """Train the branched network of ``tree`` (reusing it when trained with the same settings);
     returns its metrics (also in ``<runs>/branched/<name>/metrics.json``).
 
     ``baselines`` names another run directory whose single-task models the Δ_MTL is
     computed against, whatever their settings (recorded as such); by default the run's own
     single-task models are used and must have been trained with the same settings.
+    With ``train.roaming`` the network trains with Maximum Roaming (:mod:`branchnet.train.roaming`);
+    a tree without a node shared by two or more tasks is then a :class:`BadInput` unless
+    ``allow_plain``, which trains it plainly (and fingerprints it as the plain network).
     """
     runs = Path(runs)
     partitions, default_name, tree_info = resolve_tree(tree, config)
     name = name or default_name
     if not name or "/" in name or name in (".", ".."):
         raise BadInput(f"--name '{name}' must be a plain directory name (no '/'), e.g. --name mytree")
+    config = roaming_config(config, partitions, allow_plain=allow_plain, label=f"branched/{name}", quiet=quiet)
     tasks = build_tasks(config)
     found = find_baselines(config, runs, [t.name for t in tasks], baselines)  # fail before training
     fp = branched_fingerprint(config, partitions, found)
@@ -132,7 +137,8 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
             model.init_from_single(states, config.branched.init)
         splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
         result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
-                     resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp)
+                     resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp,
+                     hooks=roaming_hooks(config))
         protocol, notes = delta_protocol(config, found)
         delta: dict[str, Any] = {
             split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in found.metrics.items()},
@@ -141,7 +147,8 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
         }
         delta.update(protocol=protocol, notes=notes, baselines=found.describe())
         metrics = network_metrics(model, result, config, name=name, tree=tree_info, init=config.branched.init,
-                                  weighting=config.train.weighting, delta_mtl=delta)
+                                  weighting=config.train.weighting, delta_mtl=delta,
+                                  roaming=roaming_metrics(config, model))
         commit_network(plan.directory, model, config, "branched", fp, metrics, {"tree": tree_info})
     test = metrics["delta_mtl"]["test"]["delta_mtl"]
     say(f"branched/{name}: test delta_mtl = {test:+.2f}%" + (" (" + protocol + ")" if protocol != "fair" else "")

@@ -10,8 +10,20 @@ epoch counters, the current learning rate ...) and may
 * add entries to the epoch's history record in :meth:`~TrainingHook.on_epoch_end`.
 
 Its :meth:`~TrainingHook.state_dict` goes into every per-epoch checkpoint and is given back
-with :meth:`~TrainingHook.load_state_dict` on ``--resume``, so a resumed run equals the
-uninterrupted one. Under torch.distributed every rank runs every hook at the same steps;
+with :meth:`~TrainingHook.load_state_dict` on ``--resume`` (before
+:meth:`~TrainingHook.on_fit_start`, and after the model's own state, so a hook finds what it
+attached to the model restored), so a resumed run equals the uninterrupted one. Hooks run in
+the order given, every step: ``before_step`` sees the model in training mode with the step's
+learning rate already set (``ctx.lr``); ``after_step`` runs after the optimiser step. Like the
+loop itself, a hook reads nothing back from the device inside a step (tests/test_engine_sync.py):
+it keeps what it measures on the device, or decides on the host from host state.
+
+The two methods built on it: :class:`branchnet.train.roaming.RoamingHook` (Maximum Roaming:
+``on_fit_start`` attaches per-task channel masks to the shared nodes, ``after_step`` takes the
+update steps that are due, its state is the update plan) and
+:class:`branchnet.affinity.tag.TagHook` (TAG: ``before_step`` computes the lookahead affinity
+on the step's batch with ``torch.autograd.grad``, leaving ``.grad`` untouched; its state is
+the running sum of the Z matrices). Under torch.distributed every rank runs every hook at the same steps;
 a hook whose state depends on the data synchronises it itself
 (:func:`branchnet.train.distributed.all_reduce_mean`), and one that draws random numbers
 uses its own seeded generator (identical on every rank), never the global one.
