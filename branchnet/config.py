@@ -141,6 +141,10 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     #: Gradient-norm clipping (0 = off).
     clip_grad: float = 0.0
+    #: Keep each epoch's weights beside the network as ``epoch<E>.pt`` (for
+    #: ``branchnet affinity --epoch E``: the affinity of partly trained models). Not a
+    #: training setting: it changes no network.
+    keep_checkpoints: bool = False
 
 
 @dataclass
