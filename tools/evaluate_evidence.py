@@ -86,19 +86,33 @@ def _vs(summary: dict, name: str) -> str:
     return " / ".join(cells)
 
 
-def _rho(summary: dict, name: str) -> str:
-    c = summary["correlation"][name]
-    if c["rho"] is None:
-        return "- | -"
-    return f"{c['rho']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | {c['p']:.2g}"
+def _rho(rows: list[dict], main_ids: set[str], name: str) -> str:
+    """Spearman ρ of scorer ``name``'s dissimilarity against mean test Δ_MTL over the main
+    study's trees only (the same trees for every variant: a rescoring, nothing retrained)."""
+    import numpy as np
+
+    from branchnet.study.stats import spearman_correlation
+    from branchnet.study.summary import DISSIMILARITY
+
+    column = DISSIMILARITY + name.replace(":", "_")
+    trees: dict[str, dict] = {}
+    for r in rows:
+        if r["tree_id"] in main_ids:
+            t = trees.setdefault(r["tree_id"], {"x": float(r[column]), "y": {}})
+            t["y"][r["seed"]] = float(r["delta_mtl_test"])
+    c = spearman_correlation([t["x"] for t in trees.values()], [np.mean(list(t["y"].values())) for t in trees.values()])
+    if not np.isfinite(c.rho):
+        return f"- | - | {c.n}"
+    return f"{c.rho:+.2f} [{c.low:+.2f}, {c.high:+.2f}] | {c.p:.2g} | {c.n}"
 
 
-def table(group: str, summary: dict, reference: dict, new: set[str], epochs: int) -> str:
+def table(group: str, summary: dict, reference: dict, new: set[str], epochs: int, rows: list[dict],
+          main_ids: set[str]) -> str:
     """A Markdown table of one group (rows: its scorers; reference: the main study's summary)."""
     base = {name: _ids(reference, name) for name in reference["scorers"]}
     head = ("| affinity | trees (groups per stage) at each budget | same trees as the final | "
-            "Δ_MTL minus random at each budget [95% CI] | Spearman ρ [95% CI] | p |")
-    lines = [head, "|---|---|---|---|---|---|"]
+            "Δ_MTL minus random at each budget [95% CI] | Spearman ρ [95% CI], main study's trees | p | n |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for name in summary["scorers"]:
         measure = name.split(":")[0].split("-")[0]
         final = base.get(measure, [None] * len(summary["budgets"]))
@@ -107,7 +121,7 @@ def table(group: str, summary: dict, reference: dict, new: set[str], epochs: int
         trained = [i for i in ids if i in new]
         mark = f" ({len(trained)} newly trained)" if trained else ""
         lines.append(f"| {name} | {', '.join(_trees(summary, name))}{mark} | {same}/{len(ids)} | "
-                     f"{_vs(summary, name)} | {_rho(summary, name)} |")
+                     f"{_vs(summary, name)} | {_rho(rows, main_ids, name)} |")
     if group == "epochs":
         lines.append("")
         for measure in ("rsa", "fafs"):
@@ -138,13 +152,15 @@ def main() -> None:
     from branchnet.config import load_config
     from branchnet.runs import SUMMARY_JSON, TREES_FILE, evaluate_dir
     from branchnet.steps.evaluate import evaluate
+    from branchnet.study.table import read_trees_csv
 
     config = load_config(args.config)
     runs = Path(args.runs)
     study = dict(budgets=args.budgets, sweep=None if args.budgets else args.sweep, random=args.random,
                  seeds=args.seeds)
     reference = evaluate(config, runs, measures="rsa,fafs", **study)
-    trained = {p.parent.name for p in (evaluate_dir(runs) / "nets").glob("*/seed0/run.json")}
+    main_ids = {r["tree_id"] for r in read_trees_csv(evaluate_dir(runs) / TREES_FILE)}
+    trained = {p.parent.parent.name for p in (evaluate_dir(runs) / "nets").glob("*/seed0/run.json")}
     (runs / "evidence").mkdir(exist_ok=True)
     shutil.copy(evaluate_dir(runs) / SUMMARY_JSON, runs / "evidence" / "main.json")
     images = [int(k) for k in args.images.split(",") if k.strip()]
@@ -155,12 +171,13 @@ def main() -> None:
             files = _measure_files(config, runs, group, images)
             spec = ["rsa", "fafs"] + [f"{name}={path}" for name, path in files.items()]
             summary = evaluate(config, runs, measures=spec, **study)
-        now = {p.parent.name for p in (evaluate_dir(runs) / "nets").glob("*/seed0/run.json")}
+        now = {p.parent.parent.name for p in (evaluate_dir(runs) / "nets").glob("*/seed0/run.json")}
         new, trained = now - trained, now
         (runs / "evidence" / f"{group}.json").write_text(json.dumps(summary, indent=2, default=str))
         shutil.copy(evaluate_dir(runs) / TREES_FILE, runs / "evidence" / f"{group}-trees.csv")
+        rows = read_trees_csv(evaluate_dir(runs) / TREES_FILE)
         print(f"\n### {group}\n")
-        print(table(group, summary, reference, new, config.train.epochs))
+        print(table(group, summary, reference, new, config.train.epochs, rows, main_ids), flush=True)
     evaluate(config, runs, measures="rsa,fafs", **study)  # leave the main study's report in place
 
 
