@@ -186,6 +186,10 @@ class TrainConfig:
     clip_grad: float = 0.0
     #: Maximum Roaming on the shared encoder nodes (null = off): {p, delta, completion}.
     roaming: Optional[RoamingConfig] = None
+    #: Keep each epoch's weights beside the network as ``epoch<E>.pt`` (for
+    #: ``branchnet affinity --epoch E``: the affinity of partly trained models). Not a
+    #: training setting: it changes no network.
+    keep_checkpoints: bool = False
 
 
 @dataclass

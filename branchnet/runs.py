@@ -7,7 +7,8 @@ A run directory (``runs/<config name>`` by default) holds (docs/design.md, "The 
     tree.json               the tree of the budget (+ tree.png, tree.mmd, sweep.png)
     branched/<name>/        branched networks (tree, shared, separate, or --name)
     groupings/<group>/      candidate networks of ``branchnet groupings`` (+ candidates.csv/json)
-    evaluate/               ``branchnet evaluate``'s study
+    evaluate/               ``branchnet evaluate``'s study: nets/<tree id>/seed<s>/ (network
+                            directories), settings.json, trees.csv, summary.json|md, pareto.png
     tag/                    the all-shared network of ``branchnet affinity --measure tag``
     report.md|json|png      ``branchnet run``'s report
 
@@ -65,6 +66,18 @@ CURVES_FILE = "curves.png"
 AFFINITY_FILE = "affinity.npz"
 TREE_FILE = "tree.json"
 
+#: The format of a kept epoch's weights (``train.keep_checkpoints``: ``epoch<E>.pt``).
+EPOCH_FORMAT = "branchnet.epoch/1"
+
+#: Files of ``branchnet evaluate`` under ``<runs>/evaluate`` (docs/evaluate.md).
+STUDY_NETS_DIR = "nets"
+STUDY_SETTINGS_FILE = "settings.json"
+STUDY_SETTINGS_FORMAT = "branchnet.evaluate/1"
+TREES_FILE = "trees.csv"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+PARETO_FILE = "pareto.png"
+
 #: Config values that do not change what is trained: where the data is read from and how
 #: fast (``data.root``, ``data.workers``, ``data.loader``, the scenes generator's
 #: ``data.options.workers``), where and how fast it runs (``train.device``, ``train.compile``), how
@@ -117,9 +130,25 @@ def tag_dir(runs: str | os.PathLike) -> Path:
     return Path(runs) / TAG_DIR
 
 
-def affinity_path(runs: str | os.PathLike, measure: str = "rsa") -> Path:
-    """``<runs>/affinity.npz`` (RSA, the paper's measure) or ``<runs>/affinity-<measure>.npz``."""
-    return Path(runs) / (AFFINITY_FILE if measure == "rsa" else f"affinity-{measure}.npz")
+def affinity_path(runs: str | os.PathLike, measure: str = "rsa", epoch: int | None = None) -> Path:
+    """``<runs>/affinity.npz`` (RSA, the paper's measure) or ``<runs>/affinity-<measure>.npz``;
+    measured from the single-task models of epoch E (``affinity --epoch E``):
+    ``affinity-epoch<E>.npz`` / ``affinity-<measure>-epoch<E>.npz``."""
+    stem = "affinity" if measure == "rsa" else f"affinity-{measure}"
+    if epoch is not None:
+        stem += f"-epoch{int(epoch)}"
+    return Path(runs) / f"{stem}.npz"
+
+
+def epoch_checkpoint(directory: str | os.PathLike, epoch: int) -> Path:
+    """``<network dir>/epoch<E>.pt``: the weights after epoch E (1-based), kept with
+    ``train.keep_checkpoints``."""
+    return Path(directory) / f"epoch{int(epoch)}.pt"
+
+
+def study_network_dir(runs: str | os.PathLike, tree_id: str, seed: int) -> Path:
+    """``<runs>/evaluate/nets/<tree id>/seed<s>``: one network of ``branchnet evaluate``."""
+    return evaluate_dir(runs) / STUDY_NETS_DIR / tree_id / f"seed{int(seed)}"
 
 
 def tree_path(runs: str | os.PathLike) -> Path:
@@ -190,6 +219,37 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def evaluation_config(config: Config, seed: int) -> Config:
+    """The config a study network of evaluation seed ``s`` trains with (docs/evaluate.md,
+    "Seeds"): the run's config with ``seed = config.seed + s``, so seed 0 is the run's own
+    seed (the single-task models' init and data order, the fair protocol) and every other
+    seed changes the branched network's init and data order."""
+    import dataclasses
+
+    if int(seed) < 0:
+        raise BadInput(f"evaluation seed {seed} must be 0 or more")
+    return config if int(seed) == 0 else dataclasses.replace(config, seed=config.seed + int(seed))
+
+
+def evaluation_fingerprint(network_fp: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The fingerprint of a study network: its network fingerprint under the *run's* settings
+    (``network_fp``, with the run's ``seed``) plus ``evaluation_seed``.
+
+    The evaluation seed is recorded here and nowhere else: the settings compared against the
+    single-task baselines (:func:`find_baselines` with the run's config) exclude it, so the
+    baselines trained with the run's seed serve the study networks of every evaluation seed.
+    """
+    return json_safe({**dict(network_fp), "evaluation_seed": int(seed)})
+
+
+def study_settings(config: Config) -> dict[str, Any]:
+    """What an evaluate directory is made with (``<runs>/evaluate/settings.json``): the
+    training settings and task entries every study network shares (a rerun that differs
+    refuses, naming the difference). Budgets, seeds, random trees and measures may grow."""
+    return json_safe({"format": STUDY_SETTINGS_FORMAT, "settings": training_settings(config),
+                      "tasks": task_entries(config, config.task_names), "init": config.branched.init})
 
 
 # ---------------------------------------------------------------------------------
@@ -425,6 +485,38 @@ def checkpoint_mismatch(saved: Mapping[str, Any] | None, fp: Mapping[str, Any]) 
     if saved is None:
         return "it records no settings"
     return first_difference(dict(saved), json_safe(dict(fp)))
+
+
+def read_epoch_weights(directory: str | os.PathLike, epoch: int, label: str) -> dict[str, Any]:
+    """The state dict of a finished network after epoch ``epoch`` (its ``epoch<E>.pt``).
+
+    The kept file must carry the fingerprint of the network's record (a file left over from
+    a training with other settings is refused). :class:`BadInput` when the network is not
+    finished, the epoch was not kept (``train.keep_checkpoints``) or is out of range.
+    """
+    from branchnet.atomic import load_checkpoint
+
+    directory = Path(directory)
+    record, why = read_record(directory)
+    if record is None:
+        state = "does not exist" if why == "missing" else f"is not usable ({why})"
+        raise BadInput(f"{label} in {directory} {state}; train it first (`branchnet train-single`)")
+    path = epoch_checkpoint(directory, epoch)
+    keep = ("retrain the single-task models with train.keep_checkpoints: true "
+            "(`branchnet train-single --set train.keep_checkpoints=true --force`)")
+    if not path.is_file():
+        epochs = read_json(directory / METRICS_FILE) or {}
+        total = epochs.get("epochs") if isinstance(epochs, dict) else None
+        if isinstance(total, int) and not 1 <= int(epoch) <= total:
+            raise BadInput(f"--epoch {epoch}: {label} trained {total} epochs; give 1..{total}")
+        raise BadInput(f"{label} kept no weights of epoch {epoch} ({path.name} is missing); {keep}")
+    state = load_checkpoint(path)
+    if state.get("format") != EPOCH_FORMAT or not isinstance(state.get("model"), dict):
+        raise BadInput(f"{path} is not a kept epoch of branchnet; {keep}")
+    difference = first_difference(state.get("fingerprint") or {}, record.fingerprint)
+    if difference is not None:
+        raise BadInput(f"{path} was kept from a training with other settings than {label} ({difference}); {keep}")
+    return state["model"]
 
 
 # ---------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ def affinity(
         "--resume", help="With --measure tag: continue an interrupted TAG network from its last epoch.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="With --measure tag: retrain the TAG network even if it was trained.")] = False,
+    epoch: Annotated[Optional[int], typer.Option(
+        "--epoch", help="With --config: measure the single-task models as they were after epoch E (kept by "
+                        "train.keep_checkpoints); writes affinity-epoch<E>.npz (affinity-fafs-epoch<E>.npz).")] = None,
     out: OutOption = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
@@ -80,9 +83,13 @@ def affinity(
         return _tag(config, runs, set_, out, device, resume, force, quiet,
                     {"--features": features, "--losses": losses, "--locations": locations, "--images": images,
                      "--pool": pool, "--center": center, "--bootstrap": bootstrap,
-                     "--max-memory": max_memory, "--save-rdms": save_rdms or None})
+                     "--max-memory": max_memory, "--save-rdms": save_rdms or None, "--epoch": epoch})
     if losses is not None and measure != "fafs":
         raise BadInput("--losses (per-image losses) make the FAFS affinity: add --measure fafs")
+    if epoch is not None and config is None:
+        raise BadInput("--epoch E picks the epoch of the run's single-task models: give --config CFG")
+    if epoch is not None and epoch < 1:
+        raise BadInput(f"--epoch {epoch}: epochs count from 1 (the weights after the first epoch)")
     if measure == "fafs" and (losses is not None or config is None):
         return _fafs(config, features, losses, locations, out)
     if locations is not None:
@@ -129,10 +136,11 @@ def affinity(
         if measure == "fafs":
             from branchnet.steps.affinity import fafs_from_runs
 
-            paths = fafs_from_runs(cfg, runs_dir, out=out, images=images, device=device, progress=not quiet)
+            paths = fafs_from_runs(cfg, runs_dir, out=out, images=images, device=device, progress=not quiet,
+                                   epoch=epoch)
         else:
             settings["pool"] = pool  # None: the config's affinity.pool
-            paths = affinity_from_runs(cfg, runs_dir, out=out, **settings)
+            paths = affinity_from_runs(cfg, runs_dir, out=out, epoch=epoch, **settings)
     if paths:
         say("affinity: wrote " + ", ".join(str(p) for p in dict(paths).values()))
 

@@ -5,7 +5,9 @@
 the test split) through each task's single-task model and yields its features at every
 branch point; :func:`affinity_from_runs` feeds it to the RSA engine
 (:func:`branchnet.rsa.compute_affinity`) and writes ``<runs>/affinity.npz`` with the
-stage and head costs of the models, ``affinity.json`` and the figures.
+stage and head costs of the models, ``affinity.json`` and the figures. With ``epoch`` E the
+models are those of epoch E (the weights kept by ``train.keep_checkpoints``), written to
+``<runs>/affinity-epoch<E>.npz`` (:func:`branchnet.runs.affinity_path`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from branchnet.train.devices import resolve_device
 from branchnet.train.acceleration import memory_format, prepare_model
 from branchnet.train.loaders import LoaderSettings, make_loader, to_device
 from branchnet.errors import BadInput
-from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, single_dir
+from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, read_epoch_weights, single_dir
 
 
 class ModelFeatureSource:
@@ -32,15 +34,17 @@ class ModelFeatureSource:
 
     Models are loaded one task at a time, so memory holds one model and the feature
     blocks the RSA engine asks for. Images come in the affinity split's order, the same
-    for every task. On a GPU the features stay there: the engine centres them and forms
-    their Gram products on the device (docs/performance.md), nothing is copied to the host
-    but the K x K results.
+    for every task. With ``epoch`` E each model carries its weights after epoch E
+    (:func:`branchnet.runs.read_epoch_weights`) instead of the final ones. On a GPU the
+    features stay there: the engine centres them and forms their Gram products on the device
+    (docs/performance.md), nothing is copied to the host but the K x K results.
     """
 
     def __init__(self, config: Config, runs: Path, images: int | None = None, device: str = "cpu",
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, epoch: int | None = None) -> None:
         self.config = config
         self.runs = Path(runs)
+        self.epoch = epoch
         self.tasks = config.task_names
         # the reuse rule: only finished models trained with these settings are measured
         self.models = find_baselines(config, self.runs, self.tasks, purpose="an affinity measured from it").records
@@ -62,6 +66,9 @@ class ModelFeatureSource:
         if hasattr(self, "layout") and loaded.model.layout != self.layout:
             raise BadInput(f"the single-task model of '{task}' has another encoder ({loaded.model.layout.backbone}) "
                            f"than '{self.tasks[0]}' ({self.layout.backbone}); retrain them with the same config")
+        if self.epoch is not None:
+            state = read_epoch_weights(single_dir(self.runs, task), self.epoch, f"the single-task model of '{task}'")
+            loaded.model.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         return loaded
 
     def loader_settings(self) -> LoaderSettings:
@@ -96,8 +103,9 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                        out: str | os.PathLike | None = None, images: int | None = None,
                        center: str | None = None, pool: str | int | None = None, bootstrap: int | None = None,
                        seed: int = 0, save_rdms: bool = False, max_memory: int | None = None,
-                       device: str | None = None, progress: bool = True) -> dict[str, Path]:
-    """``branchnet affinity --config CFG``: affinity of the config's single-task models.
+                       device: str | None = None, progress: bool = True, epoch: int | None = None) -> dict[str, Path]:
+    """``branchnet affinity --config CFG``: affinity of the config's single-task models
+    (``epoch`` E: of their weights after epoch E, by default written to ``affinity-epoch<E>.npz``).
 
     Settings left as None come from the config's ``affinity`` section (``center``,
     ``pool`` as ``"none"``/``"avg:S"``/S, ``bootstrap``, ``images``) and ``train.device``. Writes ``out`` (default
@@ -108,9 +116,9 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
-    out = Path(out) if out is not None else affinity_path(runs)
+    out = Path(out) if out is not None else affinity_path(runs, epoch=epoch)
     device = device or cfg.train.device
-    source = ModelFeatureSource(cfg, runs, images, device)
+    source = ModelFeatureSource(cfg, runs, images, device, epoch=epoch)
     center = center or cfg.affinity.center
     pool = parse_pool(cfg.affinity.pool if pool is None else pool)
     bootstrap = cfg.affinity.bootstrap if bootstrap is None else bootstrap
@@ -123,23 +131,27 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                             backbone=cfg.model.backbone, input_size=cfg.image_size)
     settings = dict(result.settings, source="single-task models", runs=str(runs), split="affinity",
                     config=str(cfg.source), models=source.models)
+    if epoch is not None:
+        settings["epoch"] = int(epoch)
     return write_affinity_outputs(data, out, settings)
 
 
 def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
-                   images: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Path]:
+                   images: int | None = None, device: str | None = None, progress: bool = True,
+                   epoch: int | None = None) -> dict[str, Path]:
     """``branchnet affinity --config CFG --measure fafs``: the FAFS affinity (docs/design.md,
     "Evaluation") of the config's single-task models, from each model's loss on each of the K
     images of the affinity split. Writes ``out`` (default ``<runs>/affinity-fafs.npz``) with the
-    same costs as the RSA file, plus ``affinity-fafs.json`` and the figures."""
+    same costs as the RSA file, plus ``affinity-fafs.json`` and the figures (``epoch`` E: the
+    models after epoch E, by default ``affinity-fafs-epoch<E>.npz``)."""
     from branchnet.affinity.fafs import fafs_affinity
     from branchnet.affinity.losses import per_image_losses
     from branchnet.progress import progress_bar
     from branchnet.rsa import write_affinity_outputs
 
     runs = Path(runs)
-    out = Path(out) if out is not None else affinity_path(runs, "fafs")
-    source = ModelFeatureSource(config, runs, images, device or config.train.device)
+    out = Path(out) if out is not None else affinity_path(runs, "fafs", epoch)
+    source = ModelFeatureSource(config, runs, images, device or config.train.device, epoch=epoch)
     losses = {}
     with progress_bar(not progress) as bar:
         job = bar.add_task("affinity (fafs): per-image losses", total=len(source.tasks))
@@ -154,6 +166,8 @@ def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Pat
     settings = {"measure": "fafs", "source": "single-task models", "runs": str(runs), "split": "affinity",
                 "images": source.num_images, "config": str(config.source), "models": source.models,
                 "difficult": "loss >= the task's mean loss over the images"}
+    if epoch is not None:
+        settings["epoch"] = int(epoch)
     return write_affinity_outputs(data, out, settings)
 
 

@@ -1,4 +1,6 @@
-"""Statistics of a study of trees (``branchnet evaluate``): :mod:`branchnet.study.stats`."""
+"""The study of trees of ``branchnet evaluate``: what to train (:mod:`~branchnet.study.jobs`), its
+rows (:mod:`~branchnet.study.table`, trees.csv), their statistics (:mod:`~branchnet.study.stats`),
+summary (:mod:`~branchnet.study.summary`) and figure (:mod:`~branchnet.study.plot`)."""
 
 from branchnet.study.stats import (Correlation, Difference, mean_difference, pareto_front, percentile,
                                    spearman_correlation, verdict)

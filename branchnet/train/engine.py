@@ -83,12 +83,13 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     """Train ``model`` on ``tasks`` for ``epochs`` (default ``config.train.epochs``).
 
     After every epoch, rank 0 writes ``out_dir/checkpoint.pt`` (model, optimiser, weighting,
-    hooks, history, timing and ``fingerprint``) and ``out_dir/history.csv`` atomically.
+    hooks, history, timing and ``fingerprint``) and ``out_dir/history.csv`` atomically (with
+    ``train.keep_checkpoints``, also that epoch's weights, :func:`branchnet.runs.epoch_checkpoint`).
     With ``resume`` an existing checkpoint with the same fingerprint and number of epochs is
     continued (another one is a :class:`BadInput`). Returns the final validation and test
     metrics and the history; saving the model is the caller's (:func:`branchnet.runs.commit_network`).
     """
-    from branchnet.runs import checkpoint_mismatch, json_safe
+    from branchnet.runs import EPOCH_FORMAT, checkpoint_mismatch, epoch_checkpoint, json_safe
 
     train_cfg = config.train
     epochs = epochs or train_cfg.epochs
@@ -260,6 +261,10 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
                         "seconds": seconds_before + time.perf_counter() - started,
                         "images": images_before + images_seen,
                     })
+                    if train_cfg.keep_checkpoints:  # the weights of this epoch, for `affinity --epoch E`
+                        atomic_torch_save(epoch_checkpoint(out_dir, epoch + 1), {
+                            "format": EPOCH_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                            "epochs": epochs, "model": model.state_dict()})
                     write_history(out_dir / HISTORY_FILE, history)
                     if board is not None:
                         board.log(record)

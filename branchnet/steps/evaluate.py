@@ -1,0 +1,489 @@
+"""``branchnet evaluate``: is the affinity's tree any good on this data? (docs/evaluate.md)
+
+Three parts, each in its own place:
+
+1. **The study** (what to train, no torch): :func:`prepare_study` checks the run (its
+   single-task baselines, its affinity files, the evaluate directory's settings), and
+   :func:`branchnet.study.jobs.plan_study` lists the trees (per budget the tree of each
+   measure and cost, random trees of the window or every tree, once all-shared and
+   all-separate), their roles and the jobs (every tree with every evaluation seed).
+2. **Training** (:func:`train_study_network`): one network of the run store per job,
+   ``<runs>/evaluate/nets/<tree id>/seed<s>/``, through :func:`branchnet.runs.plan_network`
+   (reuse, train, resume), :func:`~branchnet.train.engine.fit` and
+   :func:`branchnet.runs.commit_network`; evaluation seed s trains with the config's seed
+   plus s (:func:`branchnet.runs.evaluation_config`) and its Δ_MTL is against the run's
+   single-task models (:func:`branchnet.runs.find_baselines` with the run's settings).
+3. **Reporting** (rank 0, from the trained networks' metrics alone): ``trees.csv``
+   (:mod:`branchnet.study.table`), ``summary.json``/``summary.md``
+   (:mod:`branchnet.study.summary`), ``pareto.png`` (:mod:`branchnet.study.plot`).
+
+Under ``torchrun`` the jobs are independent: rank 0 plans and broadcasts the list of the
+networks still to train, the ranks leave the process group, and rank r trains jobs
+r, r + W, r + 2W, ... of that list alone on its own device (no DistributedDataParallel, no
+collective inside a job); rank 0 then waits until every network of the list is committed
+in the run store and writes the report. A network's numbers do not depend on which rank
+trained it, so the result equals a serial run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from branchnet.config import Config
+from branchnet.errors import BadInput, unknown_choice
+from branchnet.progress import say
+from branchnet.runs import (MODEL_FILE, PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD,
+                            TREES_FILE, Baselines, Plan, affinity_path, commit_network, evaluate_dir,
+                            evaluation_config, evaluation_fingerprint, find_baselines, first_difference,
+                            network_metrics, plan_network, read_json, read_metrics, read_record, study_network_dir,
+                            study_settings)
+from branchnet.study.jobs import Costs, Job, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
+from branchnet.train import distributed as dist_utils
+from branchnet.units import format_count, parse_budget
+
+#: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``).
+KNOWN_MEASURES = ("rsa", "fafs", "tag")
+#: Budgets when neither ``--budgets`` nor ``--sweep`` is given.
+DEFAULT_SWEEP = 3
+#: Random trees per budget when ``--random`` is not given.
+DEFAULT_RANDOM = 8
+#: Seconds between two looks at the run store while rank 0 waits for the other ranks.
+POLL_SECONDS = 2.0
+
+
+# ---------------------------------------------------------------------------------
+# 1. The study
+
+
+@dataclass
+class Study:
+    """A checked, planned study: the plan, the baselines, and a reuse plan per job."""
+
+    config: Config
+    runs: Path
+    plan: StudyPlan
+    baselines: Baselines
+    jobs: list[Job]
+    network_plans: dict[Job, Plan]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def todo(self) -> list[Job]:
+        """The jobs still to train (or resume), in plan order."""
+        return [j for j in self.jobs if self.network_plans[j].action != "reuse"]
+
+
+def parse_measures(spec: str | Sequence[str], runs: Path) -> dict[str, Path]:
+    """``"rsa,fafs"`` or ``["rsa", "mine=path/to/affinity.npz"]`` -> ``{name: affinity file}``.
+
+    A bare name is one of :data:`KNOWN_MEASURES`, read from the run's affinity file
+    (:func:`branchnet.runs.affinity_path`); ``NAME=PATH`` evaluates any affinity file under
+    the name NAME (e.g. one of epoch 2: ``rsa-e2=runs/x/affinity-epoch2.npz``).
+    """
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s and s.strip()]
+    if not items:
+        raise BadInput("--measures is empty; give e.g. --measures rsa,fafs")
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if sep:
+            if not path.strip():
+                raise BadInput(f"--measures '{item}': give NAME=PATH with the affinity file after '='")
+            where = Path(path.strip())
+        elif name in KNOWN_MEASURES:
+            where = affinity_path(runs, name)
+        else:
+            raise unknown_choice("measure (or give NAME=PATH of an affinity file)", name, KNOWN_MEASURES)
+        if name in out:
+            raise BadInput(f"--measures names '{name}' twice; give each measure once")
+        out[name] = where
+    return out
+
+
+def _load_measure(name: str, path: Path, config: Config, runs: Path, baselines: Baselines):
+    from branchnet.affinity import load_affinity
+    from branchnet.nn import NUM_STAGES
+    from branchnet.study.jobs import align_affinity
+
+    if not path.is_file():
+        how = f"`branchnet affinity --config {config.source} --runs {runs}" + \
+              (f" --measure {name}`" if name != "rsa" else "`")
+        hint = f"run {how} first" if name in KNOWN_MEASURES else "give the path of an affinity file"
+        raise BadInput(f"no {name.upper() if name in KNOWN_MEASURES else name} affinity at {path}; {hint}")
+    data = load_affinity(path)
+    record = read_json(path.with_suffix(".json"))
+    models = record.get("settings", record).get("models") if isinstance(record, dict) else None
+    if isinstance(models, dict) and models and models != baselines.records:
+        raise BadInput(f"{path} was measured from other single-task models than those in {baselines.source} "
+                       f"(they were retrained since); measure it again (`branchnet affinity --config "
+                       f"{config.source} --runs {runs}" + (f" --measure {name}" if name != "rsa" else "") + "`)")
+    return align_affinity(data, config.task_names, NUM_STAGES, str(path))
+
+
+def costs_from_baselines(baselines: Baselines, tasks: Sequence[str]) -> Costs:
+    """Stage and head params/FLOPs of the run's networks, from the single-task models'
+    metrics.json (every model has the same stages; each task its head)."""
+    first = baselines.metrics[tasks[0]]
+    try:
+        stage_params = np.asarray(first["stage_params"], dtype=np.float64)
+        head_params = np.asarray([baselines.metrics[t]["head_params"][t] for t in tasks], dtype=np.float64)
+    except (KeyError, TypeError):
+        raise BadInput(f"the single-task metrics in {baselines.source} hold no stage_params/head_params; "
+                       "retrain them with this branchnet (`branchnet train-single --force`)") from None
+    stage_flops = first.get("stage_flops")
+    head = [(baselines.metrics[t].get("head_flops") or {}).get(t) for t in tasks]
+    flops = stage_flops is not None and all(h is not None for h in head)
+    return Costs(stage_params, head_params, np.asarray(stage_flops, dtype=np.float64) if flops else None,
+                 np.asarray(head, dtype=np.float64) if flops else None)
+
+
+def _group_costs(names: Sequence[str], config: Config, runs: Path, baselines: Baselines, tasks: list,
+                 own_study: bool = True):
+    """The :class:`GroupCost` of each ``--costs`` name; ``sensitivity`` weighs tasks by their
+    per-task test Δ in the study's all-shared network of seed 0 (when ``own_study`` and it is
+    trained), else in ``<runs>/branched/shared`` (as ``build --cost sensitivity``)."""
+    from branchnet.tree.group_cost import COSTS, GroupCost, sensitivity_cost, shared_per_task_delta
+
+    out = []
+    for name in names:
+        if name not in COSTS:
+            raise unknown_choice("cost", name, COSTS)
+        if name != "sensitivity":
+            out.append(GroupCost(name))
+            continue
+        own = study_network_dir(runs, "shared", 0)
+        if own_study and read_record(own)[0] is not None:
+            from branchnet.tasks import multi_task_delta
+
+            metrics = read_metrics(own, "evaluate/nets/shared/seed0", "rerun `branchnet evaluate`")
+            per_task = multi_task_delta(metrics["test"], {t: b["test"][t] for t, b in baselines.metrics.items()},
+                                        tasks)["per_task"]
+        else:
+            shared = runs / "branched" / "shared" / "metrics.json"
+            metrics = read_json(shared)
+            if not isinstance(metrics, dict):
+                raise BadInput("--costs sensitivity weighs tasks by what they lose in the all-shared network, and "
+                               f"neither {own} nor {shared} holds it; run `branchnet evaluate` without "
+                               "sensitivity first (it trains the all-shared network) or `branchnet train --tree shared`")
+            per_task = shared_per_task_delta(metrics, str(shared))
+        out.append(sensitivity_cost(per_task, config.task_names))
+    if len({c.name for c in out}) != len(out):
+        raise BadInput("--costs names a cost twice; give each once")
+    return out
+
+
+def check_settings(config: Config, runs: Path, force: bool) -> str | None:
+    """The first difference between ``<runs>/evaluate/settings.json`` and this config's study
+    settings (None when they agree or there is no such file); :class:`BadInput` naming it
+    unless ``force``."""
+    path = evaluate_dir(runs) / STUDY_SETTINGS_FILE
+    old = read_json(path)
+    if old is None:
+        if path.exists() and not force:
+            raise BadInput(f"{path} is not readable; pass --force to start the evaluation over")
+        return None
+    difference = first_difference(old, study_settings(config))
+    if difference is not None and not force:
+        raise BadInput(f"{evaluate_dir(runs)} was made with other settings ({difference}); pass --force to start "
+                       "the evaluation over, or use another --runs")
+    return difference
+
+
+def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Sequence[Any] | None = None,
+                  sweep: int | None = None, random: int | None = None, seeds: int = 3,
+                  measures: str | Sequence[str] = ("rsa", "fafs"), exhaustive: bool = False,
+                  branch_stages: int | None = None, costs: str | Sequence[str] = ("max",),
+                  resume: bool = False, force: bool = False) -> Study:
+    """Check everything and plan the study; nothing is written. :class:`BadInput` (one line)
+    for bad options, a run without single-task models or affinity files, a budget outside
+    [all-shared, all-separate], a window holding no tree, too many trees for ``exhaustive``,
+    an evaluate directory made with other settings (unless ``force``) and a network of the
+    study trained with other settings (unless ``force``)."""
+    from branchnet.data import build_tasks
+    from branchnet.steps.train_branched import branched_fingerprint
+
+    runs = Path(runs)
+    if budgets is not None and sweep is not None:
+        raise BadInput("give --budgets B1,B2,... or --sweep K, not both")
+    if seeds is None or seeds < 1:
+        raise BadInput(f"--seeds {seeds}: train every tree with at least one seed (e.g. --seeds 3)")
+    if random is not None and random < 1:
+        raise BadInput(f"--random {random}: draw at least one random tree per budget (e.g. --random 8)")
+    tasks = build_tasks(config)
+    names = [t.name for t in tasks]
+    if len(names) < 2:
+        raise BadInput(f"the config has one task ({names[0]}); a study of trees needs at least two")
+    found = find_baselines(config, runs, names, purpose="a Δ_MTL against it")
+    cost_names = [c.strip() for c in (costs.split(",") if isinstance(costs, str) else costs) if c and c.strip()]
+    if not cost_names:
+        raise BadInput("--costs is empty; give e.g. --costs max (the paper's) or max,mean,weighted,sensitivity")
+    affinities = {name: _load_measure(name, path, config, runs, found)
+                  for name, path in parse_measures(measures, runs).items()}
+    group_costs = _group_costs(cost_names, config, runs, found, tasks, own_study=not force)
+    check_settings(config, runs, force)
+    cost_arrays = costs_from_baselines(found, names)
+    from branchnet.nn import NUM_STAGES
+    from branchnet.tree import separate_partitions, shared_partitions
+    from branchnet.tree.costs import tree_params
+
+    low = float(tree_params(shared_partitions(names, NUM_STAGES), names, cost_arrays.stage_params,
+                            cost_arrays.head_params))
+    high = float(tree_params(separate_partitions(names, NUM_STAGES), names, cost_arrays.stage_params,
+                             cost_arrays.head_params))
+    if budgets is None:
+        values = sweep_budgets(low, high, DEFAULT_SWEEP if sweep is None else int(sweep))
+    else:
+        items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
+        values = [parse_budget(str(b).strip(), "--budgets") for b in items if str(b).strip()]
+    if random is None and not exhaustive:
+        random = DEFAULT_RANDOM
+    locations = next(iter(affinities.values())).locations
+    plan = plan_study(names, locations, cost_arrays, scorers_for(affinities, group_costs), values, seeds,
+                      random, exhaustive, branch_stages, sample_seed=config.seed)
+    jobs = plan.jobs()
+    network_plans = {}
+    start_over = force and evaluate_dir(runs).exists()
+    for job in jobs:
+        tree = plan.trees[job.tree_id]
+        fp = evaluation_fingerprint(branched_fingerprint(config, tree.partitions, found), job.seed)
+        directory = study_network_dir(runs, job.tree_id, job.seed)
+        if start_over:
+            network_plans[job] = Plan(directory, "train", fp)
+        else:
+            network_plans[job] = plan_network(directory, fp, f"evaluate/nets/{job.tree_id}/seed{job.seed}",
+                                              resume=resume, hint="pass --force to start the evaluation over")
+    return Study(config, runs, plan, found, jobs, network_plans, list(plan.notes))
+
+
+# ---------------------------------------------------------------------------------
+# 2. Training
+
+
+def tree_info(study: Study, tree: StudyTree) -> dict[str, Any]:
+    """The tree entry of a study network's metrics.json and model.pt."""
+    roles = [{"source": r.source, "budget": r.budget} for r in study.plan.roles if r.tree_id == tree.tree_id]
+    return {"kind": "study", "roles": roles,
+            **tree.tree_json(study.plan.tasks, study.plan.locations, study.config.model.backbone)}
+
+
+class _Datasets:
+    """The train/val/test splits per evaluation seed (the seed sets the augmentation draws)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, dict[str, Any]] = {}
+
+    def get(self, config: Config) -> dict[str, Any]:
+        from branchnet.data import build_dataset
+
+        if config.seed not in self.cache:
+            self.cache = {config.seed: {s: build_dataset(config, s) for s in ("train", "val", "test")}}
+        return self.cache[config.seed]
+
+
+def train_study_network(study: Study, job: Job, *, datasets: _Datasets | None = None, quiet: bool = False,
+                        label: str | None = None) -> dict[str, Any]:
+    """Train (or resume) the network of ``job`` and commit it to the run store; returns its
+    metrics.json. It is the branched network of the job's tree trained with
+    :func:`branchnet.runs.evaluation_config` (seed + s), its fingerprint the run's branched
+    fingerprint plus the evaluation seed, its Δ_MTL against the run's baselines."""
+    from branchnet.atomic import ensure_writable_dir, load_checkpoint
+    from branchnet.data import build_tasks
+    from branchnet.steps.train_branched import build_branched, delta_protocol
+    from branchnet.tasks import multi_task_delta
+    from branchnet.train.engine import fit
+
+    plan = study.network_plans[job]
+    tree = study.plan.trees[job.tree_id]
+    config = evaluation_config(study.config, job.seed)
+    tasks = build_tasks(config)
+    info = tree_info(study, tree)
+    model = build_branched(config, tasks, tree.partitions, info)
+    if config.branched.init != "random":
+        source = Path(study.baselines.source)
+        states = {t: load_checkpoint(source / t / MODEL_FILE)["state_dict"] for t in model.task_names}
+        model.init_from_single(states, config.branched.init)
+    ensure_writable_dir(plan.directory)
+    splits = (datasets or _Datasets()).get(config)
+    label = label or f"evaluate/{job.tree_id}/seed{job.seed}"
+    result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
+                 resume=plan.action == "resume", quiet=quiet, label=label, fingerprint=plan.fingerprint)
+    protocol, notes = delta_protocol(study.config, study.baselines)
+    delta: dict[str, Any] = {
+        split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in study.baselines.metrics.items()},
+                                tasks) for split in ("val", "test")}
+    delta.update(protocol=protocol, notes=notes, baselines=study.baselines.describe())
+    metrics = network_metrics(model, result, config, name=f"{job.tree_id}/seed{job.seed}", tree=info,
+                              init=config.branched.init, weighting=config.train.weighting, delta_mtl=delta,
+                              evaluation_seed=job.seed, trained_seed=config.seed)
+    commit_network(plan.directory, model, config, "branched", plan.fingerprint, metrics, {"tree": info})
+    return metrics
+
+
+class JobClock:
+    """Which job of how many, and the time left: the seconds per FLOP (or param) of the
+    networks trained so far times what is left."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        self.weights = [max(float(w), 1.0) for w in weights]
+        self.done = 0
+        self.seconds = 0.0
+
+    def finished(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.done += 1
+
+    def left(self) -> float | None:
+        """Estimated seconds for the jobs not yet finished (None before the first)."""
+        if self.done == 0:
+            return None
+        rate = self.seconds / sum(self.weights[: self.done])
+        return rate * sum(self.weights[self.done:])
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "time left: after the first network"
+    minutes = seconds / 60
+    return f"about {seconds:.0f} s left" if minutes < 2 else f"about {minutes:.0f} min left"
+
+
+def _train_mine(study: Study, mine: list[Job], *, quiet: bool, rank: int, world: int) -> None:
+    """Train this rank's jobs one after the other, saying which of how many and the time left."""
+    datasets = _Datasets()
+    weights = [study.plan.trees[j.tree_id].flops or study.plan.trees[j.tree_id].params for j in mine]
+    clock = JobClock(weights)
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    for k, job in enumerate(mine, start=1):
+        note = study.network_plans[job].note
+        if note and not quiet:
+            say(note)
+        roles = ", ".join(sorted({r.source + (f"@{format_count(r.budget)}" if r.budget else "")
+                                  for r in study.plan.roles if r.tree_id == job.tree_id}))
+        if not quiet:
+            say(f"evaluate: job {k}/{len(mine)}{where}: {job.tree_id} seed {job.seed} ({roles}); "
+                f"{_duration(clock.left())}")
+        started = time.perf_counter()
+        train_study_network(study, job, datasets=datasets, quiet=quiet,
+                            label=f"evaluate {k}/{len(mine)} {job.tree_id} s{job.seed}")
+        clock.finished(time.perf_counter() - started)
+
+
+def _wait_for(study: Study, jobs: Sequence[Job], quiet: bool) -> None:
+    """Rank 0, after its own jobs: wait until the other ranks have committed theirs."""
+    waiting = list(jobs)
+    told = -1
+    while waiting:
+        waiting = [j for j in waiting if not (study.network_plans[j].directory / RECORD_FILE).is_file()]
+        if waiting and len(waiting) != told and not quiet:
+            say(f"evaluate: waiting for {len(waiting)} network(s) of the other ranks")
+            told = len(waiting)
+        if waiting:
+            time.sleep(POLL_SECONDS)
+
+
+# ---------------------------------------------------------------------------------
+# 3. Reporting
+
+
+def write_report(study: Study) -> dict[str, Any]:
+    """trees.csv, summary.json, summary.md and pareto.png from the committed networks; returns
+    the summary."""
+    from branchnet.data import build_tasks
+    from branchnet.study.plot import plot_pareto
+    from branchnet.study.summary import summarize, write_summary
+    from branchnet.study.table import columns, study_rows, write_trees_csv
+
+    tasks = build_tasks(study.config)
+    metrics = {}
+    for job in study.jobs:
+        label = f"evaluate/nets/{job.tree_id}/seed{job.seed}"
+        metrics[job] = read_metrics(study.network_plans[job].directory, label, "rerun `branchnet evaluate`")
+    rows = study_rows(study.plan, metrics, tasks, study.baselines.metrics)
+    out = evaluate_dir(study.runs)
+    write_trees_csv(out / TREES_FILE, rows, columns(study.plan, tasks))
+    summary = summarize(rows)
+    summary.update(config=str(study.config.source), runs=str(study.runs),
+                   budgets_asked=[int(b) for b in study.plan.budgets], population=study.plan.population,
+                   window_sizes={str(k): v for k, v in study.plan.window_sizes.items()}, notes=study.notes)
+    write_summary(out, summary, title=f"branchnet evaluate: {study.config.name}")
+    plot_pareto(rows, summary, out / PARETO_FILE, title=f"{study.config.name}: params against test Δ_MTL")
+    return summary
+
+
+# ---------------------------------------------------------------------------------
+# The command
+
+
+def evaluate(config: Config, runs: str | os.PathLike | None = None, *, budgets: str | Sequence[Any] | None = None,
+             sweep: int | None = None, random: int | None = None, seeds: int = 3,
+             measures: str | Sequence[str] = ("rsa", "fafs"), exhaustive: bool = False,
+             branch_stages: int | None = None, costs: str | Sequence[str] = ("max",), resume: bool = False,
+             force: bool = False, quiet: bool = False) -> dict[str, Any] | None:
+    """``branchnet evaluate``: plan (:func:`prepare_study`), train what is missing, report.
+
+    Returns the summary (None on torchrun ranks other than 0). Under torchrun (the process
+    group joined by the CLI), the ranks share the networks to train (see the module
+    docstring). ``--force`` starts over: the evaluate directory is removed once every check
+    has passed, and every network is trained again.
+    """
+    runs = Path(runs) if runs is not None else config.default_runs_dir()
+    main = dist_utils.is_main()
+    study, error = None, None
+    if main:
+        try:
+            study = prepare_study(config, runs, budgets=budgets, sweep=sweep, random=random, seeds=seeds,
+                                  measures=measures, exhaustive=exhaustive, branch_stages=branch_stages,
+                                  costs=costs, resume=resume, force=force)
+        except BadInput as exc:
+            error = str(exc)
+    if dist_utils.is_distributed():
+        error = dist_utils.broadcast_object(error)
+        if error is None:
+            study = dist_utils.broadcast_object(study)
+    if error is not None:
+        raise BadInput(error)
+    assert study is not None
+    out = evaluate_dir(runs)
+    if main:
+        from branchnet.atomic import atomic_write_json, ensure_writable_dir
+
+        if force and out.exists():
+            shutil.rmtree(out)
+            say(f"evaluate: --force: removed {out} to start over")
+        ensure_writable_dir(out)
+        atomic_write_json(out / STUDY_SETTINGS_FILE, study_settings(config))
+        if not quiet:
+            for note in study.notes:
+                say(f"evaluate: {note}")
+            todo = len(study.todo)
+            say(f"evaluate: {len(study.plan.trees)} trees x {len(study.plan.seeds)} seed(s) = {len(study.jobs)} "
+                f"networks; {len(study.jobs) - todo} already trained, {todo} to train")
+    from branchnet.data import prepare_splits
+
+    prepare_splits(config, ("train", "val", "test"))  # rank 0 makes them, the others wait
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    if dist_utils.is_distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()  # from here each rank trains whole networks alone
+    todo = study.todo
+    _train_mine(study, todo[rank::world], quiet=quiet, rank=rank, world=world)
+    if rank != 0:
+        return None
+    _wait_for(study, [j for i, j in enumerate(todo) if i % world != 0], quiet)
+    summary = write_report(study)
+    if not quiet:
+        for line in summary["verdict"].values():
+            say(f"evaluate: {line}")
+        say(f"evaluate: wrote {out / TREES_FILE}, {out / SUMMARY_JSON}, {out / SUMMARY_MD}, {out / PARETO_FILE}")
+    return summary
