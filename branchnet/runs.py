@@ -10,6 +10,7 @@ A run directory (``runs/<config name>`` by default) holds (docs/design.md, "The 
     evaluate/               ``branchnet evaluate``'s study: nets/<tree id>/seed<s>/ (network
                             directories), settings.json, trees.csv, summary.json|md, pareto.png
     tag/                    the all-shared network of ``branchnet affinity --measure tag``
+    latency/                ``build --latency``'s measured stage/head latencies, per device, batch, size
     report.md|json|png      ``branchnet run``'s report
 
 Every *network directory* holds ``model.pt``, ``metrics.json``, ``history.csv``,
@@ -153,6 +154,34 @@ def study_network_dir(runs: str | os.PathLike, tree_id: str, seed: int) -> Path:
 
 def tree_path(runs: str | os.PathLike) -> Path:
     return Path(runs) / TREE_FILE
+
+
+#: Suffixes of ``branchnet export-model``'s artefacts, beside their ``model.pt``.
+ARTEFACT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "exported-program": ".pt2"}
+LATENCY_DIR = "latency"
+
+
+def artefact_path(model_path: str | os.PathLike, fmt: str) -> Path:
+    """Where ``export-model`` writes a ``fmt`` artefact of ``model_path`` by default:
+    ``model.torchscript.pt``, ``model.onnx`` or ``model.pt2`` beside it."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ARTEFACT_SUFFIXES[fmt])
+
+
+def profile_path(source: str | os.PathLike, device_type: str) -> Path:
+    """Where ``branchnet profile`` writes its figures for ``source`` (a model.pt or tree.json):
+    ``<stem>.profile-<cpu|cuda>.json`` (and ``.png``) beside it."""
+    path = Path(source)
+    return path.with_name(f"{path.stem}.profile-{device_type}.json")
+
+
+def latency_cache_path(runs: str | os.PathLike, device_name: str, batch: int, input_size: Sequence[int]) -> Path:
+    """``<runs>/latency/<device>-b<batch>-<H>x<W>.json``: the per-stage and per-head latencies
+    ``build --latency`` measured on one device (its name made file-safe), batch size and input size."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", device_name).strip("-").lower() or "device"
+    return Path(runs) / LATENCY_DIR / f"{slug}-b{int(batch)}-{int(input_size[0])}x{int(input_size[1])}.json"
 
 
 # ---------------------------------------------------------------------------------

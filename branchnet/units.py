@@ -43,3 +43,40 @@ def format_count(value: float | int | None, digits: int = 3) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g}{suffix}"
     return f"{value:.{digits}g}"
+
+
+#: Latency units a budget may carry, in seconds (``12ms``, ``0.5s``, ``800us``).
+#: Each unit as the number of its units per second (dividing by it rounds best).
+LATENCY_UNITS = {"s": 1, "ms": 10**3, "us": 10**6, "µs": 10**6}
+_LATENCY = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|µs)\s*$")
+
+
+def parse_latency(text: str | int | float, what: str = "latency budget") -> float:
+    """Parse a positive latency such as ``"12ms"``, ``"0.5s"`` or ``"800us"``; returns seconds.
+
+    A unit is required (``s``, ``ms``, ``us``; lower case): a bare number is ambiguous.
+    Raises :class:`BadInput` (one line) for anything else: no unit, an unknown unit, a
+    zero or negative value, text that is not a number.
+    """
+    if isinstance(text, bool):
+        raise BadInput(f"{what} '{text}' is not a latency; give a number with a unit s, ms or us (e.g. 12ms, 0.5s, 800us)")
+    match = _LATENCY.match(str(text))
+    if not match:
+        bare = _BUDGET.match(str(text)) is not None and not str(text).strip()[-1:].isalpha()
+        hint = "it needs a unit: " if bare else "give a number with a unit "
+        raise BadInput(f"{what} '{text}' is not a latency; {hint}s, ms or us (e.g. 12ms, 0.5s, 800us)")
+    value = float(match.group(1)) / LATENCY_UNITS[match.group(2)]
+    if not math.isfinite(value) or value <= 0:
+        raise BadInput(f"{what} '{text}' must be a positive latency (e.g. 12ms, 0.5s, 800us)")
+    return value
+
+
+def format_latency(seconds: float | None, digits: int = 3) -> str:
+    """A short human form of a duration in seconds: ``0.01234 -> '12.3 ms'``; ``None -> '-'``."""
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    for suffix, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.{digits}g} {suffix}"
+    return f"{seconds / 1e-9:.{digits}g} ns"

@@ -86,7 +86,7 @@ def test_local_search_bookkeeping_matches_a_recount():
             search = LocalSearch(p, start)
             labels = search.run()
             assert_valid(p, labels)
-            diss, params, flops = p.key(labels)
+            diss, params, flops, _latency = p.key(labels)
             assert search.key[0] == pytest.approx(diss, abs=1e-9)
             assert search.key[1] == pytest.approx(params) and search.key[2] == pytest.approx(flops)
             # a local optimum: descending again changes nothing

@@ -68,6 +68,9 @@ def build(
     seed: Annotated[int, typer.Option("--seed", help="Seed of --random.")] = 0,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="List every tree (in the budget window of --params when given; no tree.json).")] = False,
     branch_stages: Annotated[Optional[int], typer.Option("--branch-stages", help="With --exhaustive/--random: only trees that branch in the last L stages (the paper's Fig. 5: 3).")] = None,
+    latency: Annotated[Optional[str], typer.Option("--latency", help="Latency budget per batch, e.g. 12ms, 0.5s, 800us: stage and head latencies measured on --profile-device, summed over the tree's nodes.")] = None,
+    profile_device: Annotated[Optional[str], typer.Option("--profile-device", help="Where --latency is measured: cpu (default), cuda or cuda:N.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size --latency is measured at (default 1).")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Search the branched tree of least task dissimilarity under a budget; write tree.json.
@@ -77,6 +80,10 @@ def build(
     affinity file unless --out says otherwise; --sweep also writes sweep.png there.
     --random K / --exhaustive list a population of trees instead (--json: a JSON list of
     tree.json objects; --out FILE writes that list).
+    --latency 12ms adds a latency budget: each stage's and head's latency is measured once
+    on --profile-device at --batch (cached under the run directory's latency/), summed over
+    the tree's nodes like FLOPs, and the chosen tree's real latency is measured and printed
+    beside that prediction (heads from --config, else from the run's single-task models).
     """
     import json
 
@@ -85,14 +92,22 @@ def build(
     from branchnet.errors import BadInput
     from branchnet.units import parse_budget
 
+    if latency is None and (profile_device is not None or batch is not None):
+        raise BadInput("--profile-device and --batch say where and how --latency is measured; add a latency budget "
+                       "such as --latency 12ms")
     if random is not None or exhaustive:
+        if latency is not None:
+            raise BadInput("--latency budgets the search; it does not combine with --random or --exhaustive")
         return _population(affinity, params, random, seed, exhaustive, branch_stages, sweep, cost, shared_metrics,
                            out, json_out, quiet, _cost_arrays(stage_params, head_params, stage_flops, head_flops),
                            backbone, input_size, config)
     if branch_stages is not None:
         raise BadInput("--branch-stages restricts --exhaustive or --random; add one of them")
-    if params is None and not sweep:
+    if params is None and latency is None and not sweep:
         raise BadInput("give a params budget with --params (e.g. --params 120M), or --sweep to see every budget")
+    from branchnet.units import parse_latency
+
+    latency_budget = parse_latency(latency, "--latency") if latency is not None else None
     data = load_affinity(affinity)
     budget = parse_budget(params, "params budget") if params is not None else None
     flops_budget = parse_budget(flops, "FLOPs budget") if flops is not None else None
@@ -106,8 +121,19 @@ def build(
     from branchnet.steps.build import group_cost_for
 
     group_cost = group_cost_for(cost, data, shared_metrics, affinity)
+    probe = None
+    if latency_budget is not None:
+        from branchnet.steps.build import config_for_latency, latency_probe
+
+        cfg = config_for_latency(config, data, affinity)
+        probe = latency_probe(cfg, data, Path(affinity).parent, profile_device or "cpu", batch or 1)
+        if not quiet:
+            from branchnet.progress import say
+
+            say(f"{'read the cached' if probe.cached else 'measured the'} stage and head latencies: {probe.cache}")
     report = build_tree(data, budget, flops_budget, method="exact" if exact else "auto", sweep=sweep,
-                        costs=costs, out=out, affinity_path=affinity, cost=group_cost)
+                        costs=costs, out=out, affinity_path=affinity, cost=group_cost,
+                        latency_budget=latency_budget, latency=probe)
     if json_out:
         payload: object
         if report.tree is not None and report.sweep is None:
@@ -119,11 +145,34 @@ def build(
         typer.echo(json.dumps(payload, indent=2, allow_nan=False))
     else:
         report.print()
+        if probe is not None:
+            for line in latency_lines(report, probe):
+                typer.echo(line)
     if not quiet:
         from branchnet.progress import say
 
         for path in report.written:
             say(f"wrote {path}")
+
+
+def latency_lines(report, probe) -> list[str]:
+    """What ``build --latency`` adds to the report: the model's prediction against the measurement."""
+    from branchnet.units import format_latency
+
+    table = probe.table
+    where = (f"{table.device_type} ({table.device}), batch {table.batch}, {table.input_size[0]}x{table.input_size[1]}"
+             f"{', cached table' if probe.cached else ''}")
+    lines = [f"latency model (sum of measured node and head latencies on {where}): all-shared "
+             f"{format_latency(table.predict(report.shared.partitions))}, all-separate "
+             f"{format_latency(table.predict(report.separate.partitions))}"]
+    info = report.tree.extra.get("latency", {}) if report.tree is not None else {}
+    if "measured_s" in info:
+        budget = f" (budget {format_latency(info['budget_s'])})" if info.get("budget_s") else ""
+        lines.append(f"latency of the tree: predicted {format_latency(info['predicted_s'])}{budget}; measured "
+                     f"{format_latency(info['measured_s'])} end to end (spread {format_latency(info['measured_spread_s'])}), "
+                     f"the model is off by {100 * info['model_error']:+.0f}%; its parts measured now sum to "
+                     f"{format_latency(info['parts_now_s'])}")
+    return lines
 
 
 def _cost_arrays(stage_params: str | None, head_params: str | None, stage_flops: str | None,

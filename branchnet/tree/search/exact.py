@@ -2,8 +2,8 @@
 
 The problem (Vandenhende et al., Section 3.2; docs/design.md "Tree"): choose nested partitions
 ``P_0 ⊑ ... ⊑ P_{D-1}`` of N tasks minimising ``sum_d S_d / k_d`` (``S_d`` the sum of the
-group diameters at stage d, ``k_d = |P_d|``) subject to a budget on ``k`` (params and
-FLOPs are linear in k). Brute force is hopeless (billions of chains at N = 10).
+group diameters at stage d, ``k_d = |P_d|``) subject to a budget on ``k`` (params,
+FLOPs and modelled latency are linear in k). Brute force is hopeless (billions of chains at N = 10).
 
 The weights ``1/k_d`` depend on the whole tree, so a subtree cannot be summarised by one
 number. Instead, for every stage l and task subset S, the program keeps the *forests* of
@@ -364,8 +364,10 @@ def exact_search(problem: Problem, tables: SubsetTables | None = None, starts: i
     for row in range(len(frontier.counts)):
         c = frontier.counts[row]
         flops = problem.flops_of(c)
+        latency = problem.latency_of(c)
         key = (float(frontier.values[row]), float(problem.params_of(c)),
-               float(flops) if flops is not None else 0.0, tuple(int(v) for v in c))
+               float(flops) if flops is not None else 0.0, float(latency) if latency is not None else 0.0,
+               tuple(int(v) for v in c))
         if better(key, best_key):
             best, best_key = row, key
     if best is None:  # cannot happen: the incumbent's count vector survives its own bound
@@ -375,4 +377,4 @@ def exact_search(problem: Problem, tables: SubsetTables | None = None, starts: i
 
 def _sortable(problem: Problem, labels: np.ndarray) -> tuple:
     key = problem.key(labels)
-    return (round(key[0], 9), key[1], key[2])
+    return (round(key[0], 9), key[1], key[2], key[3])

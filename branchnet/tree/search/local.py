@@ -12,7 +12,7 @@ nested and the tree within the budget. The neighbourhood, in three tiers tried i
 3. pairs: one of the least harmful group-removing moves followed by the best
    group-adding move, which trades budget between stages.
 
-A move is taken when it improves (dissimilarity, params, FLOPs) in the order of
+A move is taken when it improves (dissimilarity, params, FLOPs, latency) in the order of
 :func:`branchnet.tree.search.problem.better`; the search stops when no tier improves.
 Because ``dissimilarity = sum_d S_d / k_d`` and a move changes each stage on its own,
 a move's effect is a sum over stages of per-stage changes, so task and group moves are
@@ -38,6 +38,7 @@ class LocalSearch:
         self.depth, self.n = self.labels.shape
         self._stage_params = [float(v) for v in problem.stage_params]
         self._stage_flops = None if problem.stage_flops is None else [float(v) for v in problem.stage_flops]
+        self._stage_latency = None if problem.stage_latency is None else [float(v) for v in problem.stage_latency]
         self._index()
 
     def _index(self) -> None:
@@ -61,18 +62,22 @@ class LocalSearch:
     def _diameter(self, d: int, idx: np.ndarray) -> float:
         return float(self.p.dist[d][idx[:, None], idx].max()) if len(idx) > 1 else 0.0
 
-    def _key(self, sums: list[float], counts: list[int]) -> tuple[float, float, float]:
+    def _key(self, sums: list[float], counts: list[int]) -> tuple[float, float, float, float]:
         diss = sum(s / k for s, k in zip(sums, counts))
         params = sum(k * c for k, c in zip(counts, self._stage_params)) + self.p.head_params
         flops = 0.0
         if self._stage_flops is not None:
             flops = sum(k * c for k, c in zip(counts, self._stage_flops)) + float(self.p.head_flops or 0.0)
-        return diss, params, flops
+        latency = 0.0
+        if self._stage_latency is not None:
+            latency = sum(k * c for k, c in zip(counts, self._stage_latency)) + float(self.p.head_latency or 0.0)
+        return diss, params, flops, latency
 
-    def _fits(self, key: tuple[float, float, float]) -> bool:
+    def _fits(self, key: tuple[float, float, float, float]) -> bool:
         p = self.p
         return ((p.max_params is None or within(key[1], p.max_params))
-                and (p.max_flops is None or within(key[2], p.max_flops)))
+                and (p.max_flops is None or within(key[2], p.max_flops))
+                and (p.max_latency is None or within(key[3], p.max_latency)))
 
     # -- evaluating a move -----------------------------------------------------------
 
@@ -258,7 +263,7 @@ class LocalSearch:
     def _path_moves(self, a: int, x: np.ndarray, follow, follow_k, alone=None, alone_k=None, min_end: int = 0):
         """Every move "x follows task r on stages [a, m), then stands alone (task moves) or
         keeps its own groups (set moves) on [m, D)" for m >= max(a + 1, min_end), with its
-        (dissimilarity, params, flops) change, as arrays over the candidates (r, m);
+        (dissimilarity, params, flops, latency) change, as arrays over the candidates (r, m);
         r is any task outside x sharing x's stage-(a-1) group. For task moves, r = -1
         with m = a means x stands alone from stage a on."""
         depth, n = self.depth, self.n
@@ -266,35 +271,40 @@ class LocalSearch:
             alone, alone_k = np.zeros(depth), np.zeros(depth)
         sp = np.asarray(self._stage_params)
         sf = np.asarray(self._stage_flops) if self._stage_flops is not None else np.zeros(depth)
+        sl = np.asarray(self._stage_latency) if self._stage_latency is not None else np.zeros(depth)
         sib = np.ones(n, dtype=bool) if a == 0 else self.labels[a - 1] == self.labels[a - 1, x[0]]
         sib[x] = False
         users = np.flatnonzero(sib)
         cf = np.vstack([np.zeros((1, n)), np.cumsum(follow, axis=0)])
         ck = np.vstack([np.zeros((1, n)), np.cumsum(follow_k * sp[:, None], axis=0)])
         cfl = np.vstack([np.zeros((1, n)), np.cumsum(follow_k * sf[:, None], axis=0)])
+        clt = np.vstack([np.zeros((1, n)), np.cumsum(follow_k * sl[:, None], axis=0)])
         tail = np.r_[np.cumsum(alone[::-1])[::-1], 0.0]
         tail_k = np.r_[np.cumsum((alone_k * sp)[::-1])[::-1], 0.0]
         tail_f = np.r_[np.cumsum((alone_k * sf)[::-1])[::-1], 0.0]
-        gains, params, flops, rs, ms = [], [], [], [], []
+        tail_l = np.r_[np.cumsum((alone_k * sl)[::-1])[::-1], 0.0]
+        gains, params, flops, lats, rs, ms = [], [], [], [], [], []
         if alone_k.any():
             gains.append([tail[a]]), params.append([tail_k[a]]), flops.append([tail_f[a]])
-            rs.append([-1]), ms.append([a])
+            lats.append([tail_l[a]]), rs.append([-1]), ms.append([a])
         for m in range(max(a + 1, min_end), depth + 1):
             if len(users):
                 gains.append(cf[m, users] - cf[a, users] + tail[m])
                 params.append(ck[m, users] - ck[a, users] + tail_k[m])
                 flops.append(cfl[m, users] - cfl[a, users] + tail_f[m])
+                lats.append(clt[m, users] - clt[a, users] + tail_l[m])
                 rs.append(users), ms.append(np.full(len(users), m))
         if not gains:
-            return (np.zeros(0),) * 3 + (np.zeros(0, np.int64),) * 2
-        return (np.concatenate(gains), np.concatenate(params), np.concatenate(flops),
+            return (np.zeros(0),) * 4 + (np.zeros(0, np.int64),) * 2
+        return (np.concatenate(gains), np.concatenate(params), np.concatenate(flops), np.concatenate(lats),
                 np.concatenate(rs).astype(np.int64), np.concatenate(ms).astype(np.int64))
 
-    def _best_of(self, gains, params, flops):
+    def _best_of(self, gains, params, flops, lats):
         """Index of the best improving candidate within the budget, or None."""
         base = self.key
         for i in np.lexsort((params, gains)):
-            key = (base[0] + float(gains[i]), base[1] + float(params[i]), base[2] + float(flops[i]))
+            key = (base[0] + float(gains[i]), base[1] + float(params[i]), base[2] + float(flops[i]),
+                   base[3] + float(lats[i]))
             if not (better(key, base) and key != base):
                 return None
             if self._fits(key):
@@ -321,35 +331,35 @@ class LocalSearch:
             x = np.array([t])
             follow, follow_k, alone, alone_k = self._task_table(t)
             for l in range(self.depth):
-                gains, params, flops, rs, ms = self._path_moves(l, x, follow, follow_k, alone, alone_k)
-                i = self._best_of(gains, params, flops)
+                gains, params, flops, lats, rs, ms = self._path_moves(l, x, follow, follow_k, alone, alone_k)
+                i = self._best_of(gains, params, flops, lats)
                 if i is not None and self._try(self._path_steps(l, x, int(rs[i]), int(ms[i]), True)):
                     improved += 1
                     follow, follow_k, alone, alone_k = self._task_table(t)
         return improved
 
     def _set_candidates(self, l: int, h: int):
-        """All set moves of the stage-l group h: (gains, params, flops, a, r, m) arrays."""
+        """All set moves of the stage-l group h: (gains, params, flops, latencies, a, r, m) arrays."""
         x = self.members[l][h]
         follow, follow_k = self._set_table(l, x)
         out = []
         for a in range(l + 1):
             if a == l and l == self.depth:
                 continue
-            gains, params, flops, rs, ms = self._path_moves(a, x, follow, follow_k, min_end=l)
-            out.append((gains, params, flops, np.full(len(gains), a), rs, ms))
+            gains, params, flops, lats, rs, ms = self._path_moves(a, x, follow, follow_k, min_end=l)
+            out.append((gains, params, flops, lats, np.full(len(gains), a), rs, ms))
         return tuple(np.concatenate(parts) for parts in zip(*out))
 
     def _group_follow_candidates(self):
-        """(gains, params, flops, l, h, a, r, m) of every set move that removes groups."""
+        """(gain, params, flops, latency, l, h, a, r, m) of every set move that removes groups."""
         out = []
         for l in range(self.depth):
             for h in sorted(self.members[l]):
-                gains, params, flops, a_s, rs, ms = self._set_candidates(l, h)
+                gains, params, flops, lats, a_s, rs, ms = self._set_candidates(l, h)
                 keep = np.flatnonzero(ms > l)  # absorbs at least x's stage-l group
                 for i in keep:
-                    out.append((float(gains[i]), float(params[i]), float(flops[i]), l, h, int(a_s[i]),
-                                int(rs[i]), int(ms[i])))
+                    out.append((float(gains[i]), float(params[i]), float(flops[i]), float(lats[i]), l, h,
+                                int(a_s[i]), int(rs[i]), int(ms[i])))
         return out
 
     def _group_moves(self) -> int:
@@ -360,8 +370,8 @@ class LocalSearch:
             for h in sorted(self.members[l]):
                 if h not in self.members[l]:
                     continue
-                gains, params, flops, a_s, rs, ms = self._set_candidates(l, h)
-                i = self._best_of(gains, params, flops)
+                gains, params, flops, lats, a_s, rs, ms = self._set_candidates(l, h)
+                i = self._best_of(gains, params, flops, lats)
                 if i is not None:
                     x = self.members[l][h]
                     if self._try(self._path_steps(int(a_s[i]), x, int(rs[i]), int(ms[i]), False)):
@@ -430,9 +440,9 @@ class LocalSearch:
         start = self.key
         # fewer, then more
         fewer = [c for c in self._group_follow_candidates()
-                 if self._fits((start[0] + c[0], start[1] + c[1], start[2] + c[2]))]
-        fewer.sort(key=lambda c: (c[0], c[1]) + c[3:])
-        for _, _, _, l, h, a, r, m in fewer[:shortlist]:
+                 if self._fits((start[0] + c[0], start[1] + c[1], start[2] + c[2], start[3] + c[3]))]
+        fewer.sort(key=lambda c: (c[0], c[1]) + c[4:])
+        for _, _, _, _, l, h, a, r, m in fewer[:shortlist]:
             snap = self._snapshot()
             result = self._delta(self._path_steps(a, self.members[l][h], r, m, False))
             if result is None:
@@ -462,8 +472,8 @@ class LocalSearch:
             self._commit(*self._delta(steps))
             base = self.key
             best = None
-            for gain, params, flops, l, h, a, r, m in self._group_follow_candidates():
-                key = (base[0] + gain, base[1] + params, base[2] + flops)
+            for gain, params, flops, latency, l, h, a, r, m in self._group_follow_candidates():
+                key = (base[0] + gain, base[1] + params, base[2] + flops, base[3] + latency)
                 if self._fits(key) and better(key, start) and key != start and (best is None or better(key, best[0])):
                     best = (key, (l, h, a, r, m))
             if best is not None:

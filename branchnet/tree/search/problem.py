@@ -3,7 +3,7 @@
 A tree over N tasks and D stages is held as a label array ``labels`` of shape (D, N):
 ``labels[d, t]`` names task t's group at stage d. Labels nest: two tasks with the same
 label at stage d have the same label at every stage above d. Group counts
-``k_d = |P_d|`` fix the cost (params and FLOPs are linear in k), and for a fixed k the
+``k_d = |P_d|`` fix the cost (params, FLOPs and the latency model are linear in k), and for a fixed k the
 dissimilarity is a weighted sum of per-group maxima::
 
     dissimilarity = sum_d S_d / k_d,   S_d = sum_{g in P_d} max_{i<j in g} dist[d, i, j]
@@ -42,6 +42,14 @@ class Problem:
         max_flops: FLOPs budget (whole network), or None for no limit.
         form: the group term over ``dist`` (:data:`branchnet.tree.group_cost.FORMS`):
             ``"max"`` (the paper's worst pair), ``"mean"`` or ``"weighted"``.
+        stage_latency: (D,) measured seconds of one copy of each stage (at the profiled
+            device and batch), or None. A tree's latency is modelled like its FLOPs:
+            ``sum_d k_d * stage_latency[d] + head_latency`` (docs/deploy.md, "Latency budgets").
+        head_latency: total seconds of all task heads, or None.
+        max_latency: latency budget in seconds (the model above), or None for no limit.
+
+    Without a latency table every latency is 0.0, so keys and ties are those of params
+    and FLOPs alone.
     """
 
     dist: np.ndarray
@@ -52,6 +60,9 @@ class Problem:
     max_params: float | None = None
     max_flops: float | None = None
     form: str = "max"
+    stage_latency: np.ndarray | None = None
+    head_latency: float | None = None
+    max_latency: float | None = None
 
     def __post_init__(self) -> None:
         dist = np.asarray(self.dist, dtype=np.float64)
@@ -64,6 +75,8 @@ class Problem:
         self.stage_params = np.asarray(self.stage_params, dtype=np.float64)
         if self.stage_flops is not None:
             self.stage_flops = np.asarray(self.stage_flops, dtype=np.float64)
+        if self.stage_latency is not None:
+            self.stage_latency = np.asarray(self.stage_latency, dtype=np.float64)
 
     @property
     def depth(self) -> int:
@@ -85,6 +98,12 @@ class Problem:
             return None
         return np.asarray(counts, dtype=np.float64) @ self.stage_flops + float(self.head_flops or 0.0)
 
+    def latency_of(self, counts: np.ndarray) -> np.ndarray | None:
+        """Modelled latency (seconds) of trees with group counts ``counts`` (..., D), or None."""
+        if self.stage_latency is None:
+            return None
+        return np.asarray(counts, dtype=np.float64) @ self.stage_latency + float(self.head_latency or 0.0)
+
     def fits(self, counts: np.ndarray) -> np.ndarray:
         """Whether trees with group counts ``counts`` (..., D) fit the budget."""
         counts = np.asarray(counts)
@@ -95,6 +114,10 @@ class Problem:
             flops = self.flops_of(counts)
             assert flops is not None, "a FLOPs budget needs stage FLOPs"
             ok &= within(flops, self.max_flops)
+        if self.max_latency is not None:
+            latency = self.latency_of(counts)
+            assert latency is not None, "a latency budget needs stage latencies"
+            ok &= within(latency, self.max_latency)
         return ok
 
     def count_vectors(self, feasible_only: bool = True) -> np.ndarray:
@@ -132,12 +155,14 @@ class Problem:
         sums, counts = self.level_sums(labels)
         return float(np.sum(sums / self.normaliser(counts)))
 
-    def key(self, labels: np.ndarray) -> tuple[float, float, float]:
-        """(dissimilarity, params, flops) of a tree: what the tie-breaking compares."""
+    def key(self, labels: np.ndarray) -> tuple[float, float, float, float]:
+        """(dissimilarity, params, flops, latency) of a tree: what the tie-breaking compares
+        (an unknown FLOPs or latency counts 0.0)."""
         sums, counts = self.level_sums(labels)
         flops = self.flops_of(counts)
+        latency = self.latency_of(counts)
         return (float(np.sum(sums / self.normaliser(counts))), float(self.params_of(counts)),
-                float(flops) if flops is not None else 0.0)
+                float(flops) if flops is not None else 0.0, float(latency) if latency is not None else 0.0)
 
 
 def within(cost, limit: float):
@@ -166,10 +191,11 @@ def level_cost_of(dist: np.ndarray, labels: np.ndarray, form: str) -> tuple[floa
 
 
 def better(a: tuple[float, ...], b: tuple[float, ...] | None) -> bool:
-    """Whether key ``a`` = (dissimilarity, params, flops, ...) beats ``b`` (docs/design.md ties).
+    """Whether key ``a`` = (dissimilarity, params, flops, latency, ...) beats ``b`` (docs/design.md ties).
 
     Least dissimilarity wins; dissimilarities within :data:`TIE_TOL` tie and then fewer
-    params, then fewer FLOPs, then the remaining key entries (compared as tuples) decide.
+    params, then fewer FLOPs, then less (modelled) latency, then the remaining key entries
+    (compared as tuples) decide.
     """
     if b is None:
         return True

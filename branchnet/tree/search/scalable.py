@@ -60,8 +60,8 @@ def scalable_search(problem: Problem, num_counts: int | None = None, num_starts:
     return iterated_local_search(problem, best, rounds, patience=patience)
 
 
-def _sort_key(key: tuple[float, float, float]) -> tuple[float, float, float]:
-    return (round(key[0], 9), key[1], key[2])
+def _sort_key(key: tuple[float, ...]) -> tuple[float, ...]:
+    return (round(key[0], 9),) + tuple(key[1:4])
 
 
 def starting_trees(problem: Problem, num_counts: int = 12) -> list[np.ndarray]:
