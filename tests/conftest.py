@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("BRANCHNET_QUIET", "1")  # no progress bars in test logs
+# The suite runs in parallel processes (pytest-xdist, setup.cfg), one per core: each of them,
+# and every process a test starts, computes on one thread. Tiny networks gain nothing from
+# more, and threads that outnumber the cores wait for each other.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def test_starts_and_results_are_valid(seed):
     p = problem(rng, int(rng.integers(2, 16)), "structured" if seed % 2 else "uniform", flops=seed % 3 == 0)
     for labels in starting_trees(p):
         assert_valid(p, labels)
-    found = scalable_search(p, rounds=3)
+    found = scalable_search(p, num_counts=8, num_starts=2, rounds=2)
     assert_valid(p, found)
     assert p.dissimilarity(found) <= p.dissimilarity(linkage_baseline(p)) + 1e-12
 
@@ -80,7 +80,7 @@ def test_baseline_nests_and_fits():
 
 def test_local_search_bookkeeping_matches_a_recount():
     rng = np.random.default_rng(3)
-    for i in range(5):
+    for i in range(3):
         p = problem(rng, int(rng.integers(3, 14)), "uniform" if i % 2 else "structured", flops=i % 3 == 0)
         for start in starting_trees(p)[:3]:
             search = LocalSearch(p, start)
@@ -96,7 +96,7 @@ def test_local_search_bookkeeping_matches_a_recount():
 def test_finds_the_exact_optimum_on_most_small_instances():
     rng = np.random.default_rng(4)
     # a sample of the benchmark's 100 instances per kind (tools/bench_tree.py): 97-100 % hits there
-    hits, total, worst = 0, 12, 0.0
+    hits, total, worst = 0, 6, 0.0
     for i in range(total):
         p = problem(rng, int(rng.integers(3, 8)), "structured" if i % 2 else "uniform")
         best = p.dissimilarity(exact_search(p))
@@ -119,7 +119,8 @@ def test_never_worse_than_the_baseline_at_forty_tasks():
 
 def test_deterministic():
     rng = np.random.default_rng(6)
-    p = problem(rng, 9, "uniform")
-    assert (scalable_search(p, rounds=2) == scalable_search(p, rounds=2)).all()
+    p = problem(rng, 7, "uniform")
+    assert (scalable_search(p, num_counts=6, num_starts=2, rounds=2)
+            == scalable_search(p, num_counts=6, num_starts=2, rounds=2)).all()
     start = starting_trees(p)[0]
     assert (iterated_local_search(p, start, 3) == iterated_local_search(p, start, 3)).all()
