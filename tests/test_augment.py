@@ -17,14 +17,6 @@ from branchnet.errors import BadInput
 from conftest import assert_one_line_error
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (two threads on a busy 2-core machine are many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 RULES = {"seg": LabelRule("classes", 255.0), "depth": LabelRule("depth"), "disp": LabelRule("disparity"),
          "normals": LabelRule("normals"), "edges": LabelRule("edges", 255.0, 255.0),

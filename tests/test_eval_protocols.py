@@ -21,14 +21,6 @@ from branchnet.tasks.metrics import (AngularErrors, BoundaryF, RegressionErrors,
                                      matched_boundary_pixels, tolerance_pixels)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (two threads on a busy 2-core machine are many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 def _brute_disk_max(maps: np.ndarray, radius: float) -> np.ndarray:

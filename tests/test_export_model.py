@@ -26,13 +26,6 @@ TREE = [[["seg", "depth"]], [["seg", "depth"]], [["seg"], ["depth"]], [["seg"], 
 SUFFIX = {"torchscript": ".torchscript.pt", "exported-program": ".pt2", "onnx": ".onnx"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _formats():
     out = ["torchscript", "exported-program"]

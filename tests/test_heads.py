@@ -19,14 +19,6 @@ RESNET = [torch.randn(2, 16, 8, 8)]  # one map (a ResNet's layer4 at output stri
 HRNET = [torch.randn(2, 4, 16, 16), torch.randn(2, 8, 8, 8), torch.randn(2, 12, 4, 4), torch.randn(2, 16, 2, 2)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (two threads on a busy 2-core machine are many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 def heads(in_channels):

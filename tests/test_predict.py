@@ -17,14 +17,6 @@ from conftest import assert_one_line_error
 TASKS = ("seg", "depth", "normals", "edges", "keypoints", "count", "attr_red")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (two threads on a busy 2-core machine are many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _model_file(tiny_config, tmp_path, tasks, kind, partitions):
     config = load_config(tiny_config(tasks))

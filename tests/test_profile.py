@@ -26,13 +26,6 @@ TREE = [[["seg", "depth", "edges"]], [["seg", "depth"], ["edges"]], [["seg", "de
         [["seg"], ["depth"], ["edges"]]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
