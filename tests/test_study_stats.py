@@ -1,12 +1,14 @@
 """Study statistics against direct computations: brute-force Pareto front, scipy's Spearman,
 percentileofscore and bootstrap."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from branchnet.errors import BadInput
-from branchnet.study import (Correlation, Difference, mean_difference, pareto_front, percentile,
+from branchnet.study import (Correlation, Difference, mean_difference, paired_difference, pareto_front, percentile,
                              spearman_correlation, verdict)
 
 
@@ -64,6 +66,36 @@ def test_mean_difference():
         mean_difference([1.0], [])
     with pytest.raises(BadInput, match="NaN"):
         mean_difference([np.nan], [[1.0]])
+
+
+def test_paired_difference_against_its_definition():
+    rng = np.random.default_rng(3)
+    offsets = np.array([-3.0, 4.0, 1.0])  # what a seed gives every tree alike
+    measure = {s: 1.0 + offsets[s] + rng.normal(0, 0.1) for s in range(3)}
+    random = [{s: float(rng.normal(0, 0.5)) + offsets[s] for s in range(3)} for _ in range(5)]
+    got = paired_difference(measure, random, n_boot=4000, seed=2)
+    per_seed = [measure[s] - np.mean([r[s] for r in random]) for s in range(3)]
+    assert got.diff == pytest.approx(np.mean(per_seed)) and (got.trees, got.seeds) == (5, 3)
+    assert got.low < got.diff < got.high and got.outcome == "better"  # the offsets cancel
+    unpaired = mean_difference([measure[s] for s in range(3)], [[r[s] for s in range(3)] for r in random],
+                               n_boot=4000, seed=2)
+    assert got.diff == pytest.approx(unpaired.diff) and unpaired.outcome == "unclear"
+    assert got == paired_difference(measure, random, n_boot=4000, seed=2)  # deterministic per seed
+    # the bootstrap distribution, enumerated: 2 seeds and 2 random trees drawn with replacement
+    # (16 equally likely resamples) against many drawn ones
+    m, r = {0: 1.0, 1: 3.0}, [{0: 0.0, 1: 1.0}, {0: 2.0, 1: 0.5}]
+    exact = []
+    for s in itertools.product(range(2), repeat=2):
+        for t in itertools.product(range(2), repeat=2):
+            exact.append(np.mean([m[k] - np.mean([r[j][k] for j in t]) for k in s]))
+    drawn = paired_difference(m, r, n_boot=40000, seed=0, level=0.6)
+    low, high = np.percentile(np.repeat(exact, 2500), [20, 80])  # away from the steps of the distribution
+    assert drawn.low == pytest.approx(low, abs=0.1) and drawn.high == pytest.approx(high, abs=0.1)
+    # fewer than two common seeds: no paired comparison
+    assert paired_difference({0: 1.0}, [{0: 0.0}]) is None
+    assert paired_difference({0: 1.0, 1: 2.0}, [{0: 0.0, 2: 1.0}]) is None
+    with pytest.raises(BadInput, match="no random trees"):
+        paired_difference({0: 1.0, 1: 1.0}, [])
 
 
 def test_spearman_correlation():

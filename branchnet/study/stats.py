@@ -4,6 +4,9 @@
 * :func:`mean_difference`: a measure's tree's mean Δ_MTL over seeds minus the mean over the
   random trees of the same budget, with a percentile bootstrap interval (Efron & Tibshirani,
   "An Introduction to the Bootstrap", 1993, Ch. 13) that resamples trees and seeds;
+* :func:`paired_difference`: the same difference taken seed by seed (every tree of a seed
+  shares that seed's offset against the single-task baselines, docs/evaluate.md, "Seeds"),
+  with a bootstrap that resamples the random trees and, jointly for all trees, the seeds;
 * :func:`percentile`: where a tree's Δ_MTL lies among a budget's trees;
 * :func:`spearman_correlation`: how far a measure's dissimilarity predicts Δ_MTL (scipy's
   Spearman ρ and p-value, with a bootstrap interval over trees);
@@ -15,7 +18,7 @@ Everything is seeded and deterministic per seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +128,37 @@ def mean_difference(measure: Any, random: Sequence[Any], n_boot: int = BOOTSTRAP
     random_boot = tree_boot[pick, np.arange(n_boot)[:, None]].mean(axis=1)
     low, high = np.percentile(own_boot - random_boot, [50 * (1 - level), 50 * (1 + level)])
     return Difference(diff, float(low), float(high), level, len(trees), len(own))
+
+
+def paired_difference(measure: Mapping[int, float], random: Sequence[Mapping[int, float]],
+                      n_boot: int = BOOTSTRAP, seed: int = 0, level: float = LEVEL) -> Difference | None:
+    """A measure's tree against random trees, seed by seed; ``None`` below two common seeds.
+
+    ``measure`` and each of ``random`` map an evaluation seed to the tree's Δ_MTL. Over the
+    seeds S that every tree has, ``d_s`` = the measure tree's Δ_MTL at s minus the mean of
+    the random trees' at s, and ``diff`` = the mean of ``d_s``. Seed s trains every tree from
+    the same init offset against the baselines, so taking the difference within a seed
+    removes that common offset (a paired comparison). The interval is the percentile
+    bootstrap of ``diff``: each resample draws the random trees with replacement and the
+    seeds with replacement, the same seeds for every tree.
+    """
+    _check_level(level, n_boot)
+    if len(random) == 0:
+        raise BadInput("no random trees to compare with; train some (evaluate --random K)")
+    common = sorted(set(measure).intersection(*[set(r) for r in random]))
+    if len(common) < 2:
+        return None
+    own = _values([measure[s] for s in common], "the measure tree's Δ_MTL")
+    others = np.stack([_values([r[s] for s in common], f"random tree {i}'s Δ_MTL")
+                       for i, r in enumerate(random)])  # (R, S)
+    per_seed = own - others.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, len(common), size=(n_boot, len(common)))  # (B, S)
+    trees = rng.integers(0, len(random), size=(n_boot, len(random)))  # (B, R)
+    random_boot = others[trees[:, :, None], seeds[:, None, :]].mean(axis=1)  # (B, S)
+    boot = (own[seeds] - random_boot).mean(axis=1)
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return Difference(float(per_seed.mean()), float(low), float(high), level, len(random), len(common))
 
 
 def percentile(value: float, population: Any) -> float:

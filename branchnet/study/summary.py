@@ -6,6 +6,9 @@ For every budget B and every scorer (a measure and a cost: ``rsa``, ``fafs``, ``
 * ``vs_random``: the tree's mean test Δ_MTL over seeds minus the mean over B's population
   (its random trees, or with ``--exhaustive`` every tree of the window but the ends) with a
   95% two-stage bootstrap interval over trees and seeds (:func:`branchnet.study.mean_difference`);
+* ``vs_random_paired`` (with two or more seeds): the same difference taken within each seed,
+  which removes the offset a seed gives every tree alike, with a bootstrap over the random
+  trees and, jointly, the seeds (:func:`branchnet.study.paired_difference`);
 * ``percentile``: the share of the population whose mean test Δ_MTL is below the tree's
   (ties count half; 100 = better than every tree of the population);
 * ``pareto``: whether the tree is on the Pareto front of all the study's distinct trees
@@ -31,8 +34,8 @@ import numpy as np
 from branchnet.atomic import atomic_write_json, atomic_write_text
 from branchnet.errors import BadInput
 from branchnet.study.jobs import in_window
-from branchnet.study.stats import (BOOTSTRAP, LEVEL, mean_difference, pareto_front, percentile, spearman_correlation,
-                                   verdict)
+from branchnet.study.stats import (BOOTSTRAP, LEVEL, mean_difference, paired_difference, pareto_front, percentile,
+                                   spearman_correlation, verdict)
 from branchnet.units import format_count
 
 SUMMARY_FORMAT = "branchnet.evaluate-summary/1"
@@ -105,6 +108,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = BOOTSTRAP, level:
 
     out_budgets = []
     comparisons: dict[str, list] = {s: [] for s in scorers}
+    paired_comparisons: dict[str, list] = {s: [] for s in scorers}
     for budget in budgets:
         window = (0.9 * budget, budget)
         here = [r for r in rows if r.get("budget") is not None and float(r["budget"]) == budget]
@@ -130,6 +134,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = BOOTSTRAP, level:
                 comparisons[name].append(diff)
                 item["vs_random"] = {"diff": diff.diff, "low": diff.low, "high": diff.high, "level": diff.level,
                                      "trees": diff.trees, "seeds": diff.seeds, "outcome": diff.outcome}
+                paired = paired_difference(trees.delta[tid], [trees.delta[t] for t in population], n_boot=n_boot,
+                                           seed=seed, level=level)
+                if paired is not None:
+                    paired_comparisons[name].append(paired)
+                    item["vs_random_paired"] = {"diff": paired.diff, "low": paired.low, "high": paired.high,
+                                                "level": paired.level, "trees": paired.trees,
+                                                "seeds": paired.seeds, "outcome": paired.outcome}
                 item["percentile"] = percentile(trees.mean(tid), [trees.mean(t) for t in population])
             corr = spearman_correlation([trees.dissimilarity[t][name] for t in members],
                                         [trees.mean(t) for t in members], n_boot=n_boot, seed=seed, level=level)
@@ -137,17 +148,20 @@ def summarize(rows: Sequence[Mapping[str, Any]], n_boot: int = BOOTSTRAP, level:
             entry["scorers"][name] = item
         out_budgets.append(entry)
 
-    correlation, verdicts = {}, {}
+    correlation, verdicts, paired_verdicts = {}, {}, {}
     for name in scorers:
         corr = spearman_correlation([trees.dissimilarity[t][name] for t in trees.ids], means, n_boot=n_boot,
                                     seed=seed, level=level)
         correlation[name] = _correlation(corr)
         verdicts[name] = verdict(name, comparisons[name], corr)
+        if paired_comparisons[name]:
+            paired_verdicts[name] = "Paired by seed: " + verdict(name, paired_comparisons[name])
     ends = {name: tree_entry(name) for name in ("shared", "separate") if name in trees.delta}
     return {"format": SUMMARY_FORMAT, "seeds": seeds, "scorers": scorers, "trees": len(trees.ids),
             "networks": sum(len(d) for d in trees.delta.values()), "level": level, "bootstrap": n_boot,
             "budgets": out_budgets, "ends": ends, "correlation": correlation,
-            "pareto_front": [t for t in trees.ids if t in on_front], "verdict": verdicts}
+            "pareto_front": [t for t in trees.ids if t in on_front], "verdict": verdicts,
+            "verdict_paired": paired_verdicts}
 
 
 def _correlation(c) -> dict[str, Any]:
@@ -182,6 +196,7 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "branchnet evaluat
                  "(test split, mean over seeds; higher is better).")
     lines += ["", "## Verdict", ""]
     lines += [f"- {text}." for text in summary["verdict"].values()]
+    lines += [f"- {text}." for text in summary.get("verdict_paired", {}).values()]
     level = int(round(100 * summary["level"]))
     for entry in summary["budgets"]:
         b = entry["budget"]
@@ -194,19 +209,23 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "branchnet evaluat
         else:
             lines.append("No population tree was trained at this budget: nothing to compare with.")
         lines += ["", f"| tree | id | groups | params | Δ_MTL (mean ± sd) | minus population [{level}% CI] | "
-                      "percentile | Pareto | Spearman in budget (ρ, p) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                      f"paired by seed [{level}% CI] | percentile | Pareto | Spearman in budget (ρ, p) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, item in entry["scorers"].items():
             vs = item.get("vs_random")
             diff = f"{_pp(vs['diff'])} [{_pp(vs['low'])}, {_pp(vs['high'])}] ({vs['outcome']})" if vs else "-"
+            pv = item.get("vs_random_paired")
+            paired = f"{_pp(pv['diff'])} [{_pp(pv['low'])}, {_pp(pv['high'])}] ({pv['outcome']})" if pv else "-"
             pct = f"{item['percentile']:.0f}" if "percentile" in item else "-"
             sp = item["spearman_in_budget"]
             rho = f"{_pp(sp['rho'])}, {sp['p']:.2g}" if _finite(sp["rho"]) else "-"
             lines.append(f"| {_source_name(name)} | `{item['tree_id']}` | {item['groups']} | "
                          f"{format_count(item['params'])} | {_pp(item['mean_delta'])} ± {_pp(item['std_delta'], False)} | "
-                         f"{diff} | {pct} | {'yes' if item['pareto'] else 'no'} | {rho} |")
+                         f"{diff} | {paired} | {pct} | {'yes' if item['pareto'] else 'no'} | {rho} |")
     lines += ["", f"*Minus population*: the tree's mean Δ_MTL minus the population's, with a {level}% bootstrap "
                   "interval over trees and seeds (*better*/*worse* when the interval excludes 0, else *unclear*); "
+                  "*paired by seed*: the same difference taken within each seed (every tree of a seed shares that "
+                  "seed's offset against the baselines), resampling the random trees and, jointly, the seeds; "
                   "*percentile*: the share of the population it beats (ties half); *Pareto*: no trained tree has "
                   "fewer or as many params and a Δ_MTL as high.",
               "", "## Does the dissimilarity predict Δ_MTL?", "",
