@@ -26,10 +26,16 @@ from conftest import assert_one_line_error
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _default_ctrl_c() -> None:
+    # A test runner started in the background by a shell without job control inherits SIGINT
+    # ignored, and so would the child; Ctrl-C at a terminal reaches a process that has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def branchnet(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "BRANCHNET_QUIET": "1"}
     return subprocess.Popen([sys.executable, "-m", "branchnet", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_ctrl_c, **kwargs)
 
 
 def wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
