@@ -69,13 +69,7 @@ def resolve_costs(affinity: AffinityData, stage_params: Sequence[float] | None =
         if value is None:
             out[key] = None
             continue
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
-        if arr.shape[0] != size:
-            raise BadInput(f"{key.replace('_', '-')} has {arr.shape[0]} values but there are {size} {what}; "
-                           f"give one per {what[:-1]}")
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise BadInput(f"{key.replace('_', '-')} must hold finite non-negative numbers")
-        out[key] = arr
+        out[key] = _per_item(key, value, size, what, "numbers")
     if out["stage_params"] is None or out["head_params"] is None:
         missing = " and ".join(k for k in ("stage_params", "head_params") if out[k] is None)
         raise BadInput(f"no {missing} to cost the trees with: the affinity file has none; pass "
@@ -84,6 +78,17 @@ def resolve_costs(affinity: AffinityData, stage_params: Sequence[float] | None =
     if out["stage_flops"] is None or out["head_flops"] is None:
         out["stage_flops"] = out["head_flops"] = None
     return out
+
+
+def _per_item(key: str, value: Any, size: int, what: str, unit: str) -> np.ndarray:
+    """``value`` as a (size,) float64 array of one finite non-negative entry per stage or task."""
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != size:
+        raise BadInput(f"{key.replace('_', '-')} has {arr.shape[0]} values but there are {size} {what}; "
+                       f"give one per {what[:-1]}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise BadInput(f"{key.replace('_', '-')} must hold finite non-negative {unit}")
+    return arr
 
 
 def resolve_latency(affinity: AffinityData, stage_latency: Sequence[float] | None = None,
@@ -102,13 +107,7 @@ def resolve_latency(affinity: AffinityData, stage_latency: Sequence[float] | Non
     out: dict[str, np.ndarray | None] = {}
     for key, given, size, what in (("stage_latency", stage_latency, affinity.num_locations, "stages"),
                                    ("head_latency", head_latency, affinity.num_tasks, "tasks")):
-        arr = np.asarray(given, dtype=np.float64).reshape(-1)
-        if arr.shape[0] != size:
-            raise BadInput(f"{key.replace('_', '-')} has {arr.shape[0]} values but there are {size} {what}; "
-                           f"give one per {what[:-1]}")
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise BadInput(f"{key.replace('_', '-')} must hold finite non-negative seconds")
-        out[key] = arr
+        out[key] = _per_item(key, given, size, what, "seconds")
     return out
 
 
