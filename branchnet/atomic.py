@@ -191,6 +191,23 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def read_user_text(path: str | os.PathLike, what: str, expected: str) -> str:
+    """The text of a file the user named (UTF-8, a BOM allowed); :class:`BadInput` in one line
+    when it is missing, a directory, not UTF-8 or unreadable. ``what`` names the file
+    ("candidates file"), ``expected`` what it should be ("a CSV file")."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise BadInput(f"{what} {path} is a directory; give {expected}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{what} {path} is not UTF-8 text; give {expected}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a branchnet checkpoint with ``weights_only=True`` (no pickled code runs).
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from branchnet.errors import BadInput
-from branchnet.atomic import atomic_write_text
+from branchnet.atomic import atomic_write_text, read_user_text
 
 HEADER_START = ("name", "cost")
 
@@ -181,16 +181,7 @@ def read_candidates(path: str | os.PathLike) -> CandidateTable:
     infinite or negative, a network that solves no task, a task no network solves.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"candidates file {path} does not exist") from None
-    except IsADirectoryError:
-        raise BadInput(f"candidates file {path} is a directory; give a CSV file") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"candidates file {path} is not UTF-8 text; give a CSV file") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read candidates file {path}: {exc.strerror}") from None
+    text = read_user_text(path, "candidates file", "a CSV file")
 
     reader = csv.reader(io.StringIO(text))
     try:

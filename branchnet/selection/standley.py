@@ -27,6 +27,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from branchnet.atomic import read_user_text
 from branchnet.errors import BadInput
 from branchnet.selection.candidates import Candidate, CandidateTable, group_name, parse_number
 
@@ -38,16 +39,7 @@ HALF_COST, FULL_COST = 0.5, 1.0
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BadInput(f"table {path} does not exist") from None
-    except IsADirectoryError:
-        raise BadInput(f"table {path} is a directory; give a tab-separated results file") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"table {path} is not UTF-8 text; give a tab-separated results file") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read table {path}: {exc.strerror}") from None
+    return read_user_text(path, "table", "a tab-separated results file")
 
 
 def _cell(text: str, where: str) -> float | None:
