@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,11 @@ def tiny_config(tmp_path, data_cache):
         return path
 
     return make
+
+
+def fresh_runs(trained: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of a module fixture's single-task runs (``trained`` = (config, runs)), so that each
+    test writes its own multi-task networks beside them."""
+    runs = tmp_path / "runs"
+    shutil.copytree(trained[1] / "single", runs / "single")
+    return runs

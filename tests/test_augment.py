@@ -17,7 +17,6 @@ from branchnet.errors import BadInput
 from conftest import assert_one_line_error
 
 
-
 RULES = {"seg": LabelRule("classes", 255.0), "depth": LabelRule("depth"), "disp": LabelRule("disparity"),
          "normals": LabelRule("normals"), "edges": LabelRule("edges", 255.0, 255.0),
          "heat": LabelRule("heatmap"), "inst": LabelRule("offsets"), "count": LabelRule("image")}

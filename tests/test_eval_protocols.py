@@ -21,8 +21,6 @@ from branchnet.tasks.metrics import (AngularErrors, BoundaryF, RegressionErrors,
                                      matched_boundary_pixels, tolerance_pixels)
 
 
-
-
 def _brute_disk_max(maps: np.ndarray, radius: float) -> np.ndarray:
     n, h, w = maps.shape
     out = np.zeros_like(maps)

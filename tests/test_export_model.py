@@ -26,7 +26,6 @@ TREE = [[["seg", "depth"]], [["seg", "depth"]], [["seg"], ["depth"]], [["seg"], 
 SUFFIX = {"torchscript": ".torchscript.pt", "exported-program": ".pt2", "onnx": ".onnx"}
 
 
-
 def _formats():
     out = ["torchscript", "exported-program"]
     try:

@@ -19,8 +19,6 @@ RESNET = [torch.randn(2, 16, 8, 8)]  # one map (a ResNet's layer4 at output stri
 HRNET = [torch.randn(2, 4, 16, 16), torch.randn(2, 8, 8, 8), torch.randn(2, 12, 4, 4), torch.randn(2, 16, 2, 2)]
 
 
-
-
 def heads(in_channels):
     return {
         "simple": DenseHead(in_channels, 3, 8),

@@ -21,7 +21,6 @@ from conftest import TINY_CONFIG, assert_one_line_error
 from test_tree_search import TOL, brute_force, check_tree, random_instance
 
 
-
 @pytest.mark.parametrize("text, seconds", [("12ms", 0.012), ("0.5s", 0.5), ("800us", 8e-4), (" 3 ms ", 0.003),
                                            ("1e-3s", 1e-3), ("800µs", 8e-4), ("2s", 2.0)])
 def test_parse_latency(text, seconds):

@@ -17,7 +17,6 @@ from conftest import assert_one_line_error
 TASKS = ("seg", "depth", "normals", "edges", "keypoints", "count", "attr_red")
 
 
-
 def _model_file(tiny_config, tmp_path, tasks, kind, partitions):
     config = load_config(tiny_config(tasks))
     task_objects = build_tasks(config)

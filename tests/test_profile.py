@@ -26,7 +26,6 @@ TREE = [[["seg", "depth", "edges"]], [["seg", "depth"], ["edges"]], [["seg", "de
         [["seg"], ["depth"], ["edges"]]]
 
 
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("profile")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from branchnet.nn.model_file import load_model
 from branchnet.train.evaluate import evaluate
 from branchnet.train.loaders import make_loader
 from branchnet.train.roaming import RoamingPlan, roaming_layers, update_period
-from conftest import TINY_CONFIG, assert_one_line_error
+from conftest import TINY_CONFIG, assert_one_line_error, fresh_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +35,6 @@ def trained(tmp_path_factory, data_cache):
     runs = base / "runs"
     train_single(load_config(config), runs, quiet=True)
     return config, runs
-
-
-def fresh_runs(trained, tmp_path) -> Path:
-    runs = tmp_path / "runs"
-    shutil.copytree(trained[1] / "single", runs / "single")
-    return runs
 
 
 def test_train_with_roaming_saves_a_model_that_evaluates_as_trained(cli, trained, tmp_path):

@@ -21,7 +21,6 @@ from branchnet.tree import shared_partitions
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-
 def _cityscapes(root):
     from test_datasets_cityscapes import CITIES, make_item
 

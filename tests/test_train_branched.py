@@ -15,7 +15,7 @@ from branchnet.nn.model_file import load_model
 from branchnet.config import load_config
 from branchnet.tree import make_tree, save_tree
 from branchnet.units import format_count
-from conftest import TINY_CONFIG, assert_one_line_error
+from conftest import TINY_CONFIG, assert_one_line_error, fresh_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("seg", "depth", "count")
@@ -32,13 +32,6 @@ def trained(tmp_path_factory, data_cache):
     runs = base / "runs"
     train_single(load_config(config), runs, quiet=True)
     return config, runs
-
-
-def fresh_runs(trained, tmp_path) -> Path:
-    """A copy of the single-task runs, so each test writes its own branched runs."""
-    runs = tmp_path / "runs"
-    shutil.copytree(trained[1] / "single", runs / "single")
-    return runs
 
 
 def read_metrics(runs: Path, name: str) -> dict:
