@@ -9,6 +9,9 @@ A run directory (``runs/<config name>`` by default) holds (docs/design.md, "The 
     groupings/<group>/      candidate networks of ``branchnet groupings`` (+ candidates.csv/json)
     evaluate/               ``branchnet evaluate``'s study: nets/<tree id>/seed<s>/ (network
                             directories), settings.json, trees.csv, summary.json|md, pareto.png
+    search/                 ``branchnet search``'s loop: nets/<tree id>/seed<s>/ at the search
+                            seeds (100 and up), settings.json, proposals.json, trees.csv,
+                            model.json, tree-<budget>.json, predicted.png, summary.md
     tag/                    the all-shared network of ``branchnet affinity --measure tag``
     latency/                ``build --latency``'s measured stage/head latencies, per device, batch, size
     report.md|json|png      ``branchnet run``'s report
@@ -54,6 +57,7 @@ SINGLE_DIR = "single"
 BRANCHED_DIR = "branched"
 GROUPINGS_DIR = "groupings"
 EVALUATE_DIR = "evaluate"
+SEARCH_DIR = "search"
 TAG_DIR = "tag"
 
 MODEL_FILE = "model.pt"
@@ -78,6 +82,14 @@ TREES_FILE = "trees.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 PARETO_FILE = "pareto.png"
+
+#: ``branchnet search`` (docs/design.md, "Learned sharing cost").
+SEARCH_SETTINGS_FORMAT = "branchnet.search/1"
+PROPOSALS_FILE = "proposals.json"
+PREDICTED_FILE = "predicted.png"
+#: The search trains its networks with evaluation seeds from here on, far from the seeds
+#: 0..S-1 that ``evaluate`` judges on ("no peeking").
+SEARCH_SEED_OFFSET = 100
 
 #: Config values that do not change what is trained: where the data is read from and how
 #: fast (``data.root``, ``data.workers``, ``data.loader``, the scenes generator's
@@ -150,6 +162,21 @@ def epoch_checkpoint(directory: str | os.PathLike, epoch: int) -> Path:
 def study_network_dir(runs: str | os.PathLike, tree_id: str, seed: int) -> Path:
     """``<runs>/evaluate/nets/<tree id>/seed<s>``: one network of ``branchnet evaluate``."""
     return evaluate_dir(runs) / STUDY_NETS_DIR / tree_id / f"seed{int(seed)}"
+
+
+def search_dir(runs: str | os.PathLike) -> Path:
+    """``<runs>/search``: the loop of ``branchnet search``."""
+    return Path(runs) / SEARCH_DIR
+
+
+def search_network_dir(runs: str | os.PathLike, tree_id: str, seed: int) -> Path:
+    """``<runs>/search/nets/<tree id>/seed<s>``: one network of ``branchnet search``."""
+    return search_dir(runs) / STUDY_NETS_DIR / tree_id / f"seed{int(seed)}"
+
+
+def search_tree_path(runs: str | os.PathLike, budget: int) -> Path:
+    """``<runs>/search/tree-<budget>.json``: the search's recommended tree of a params budget."""
+    return search_dir(runs) / f"tree-{int(budget)}.json"
 
 
 def tree_path(runs: str | os.PathLike) -> Path:

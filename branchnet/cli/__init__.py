@@ -2,7 +2,7 @@
 
 from branchnet.cli.app import app, main
 from branchnet.cli import (  # noqa: F401  (each module registers its commands)
-    train_single, affinity, build, train, run, select, predict, evaluate, deploy,
+    train_single, affinity, build, train, run, select, predict, evaluate, search, deploy,
 )
 
 __all__ = ["app", "main"]

@@ -62,8 +62,10 @@ def build(
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Cost the stages of this timm backbone (with --config's heads) instead of the affinity file's costs.")] = None,
     input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W at which --backbone's FLOPs are counted (default: the config's image size).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Config whose task heads (and default backbone/size) cost the tree with --backbone.")] = None,
-    cost: Annotated[str, typer.Option("--cost", help="How a tree's groups add up: max (the paper's: mean over groups of the worst pair), mean (mean pair), weighted (size-weighted mean of the worst pair), sensitivity (max, pairs weighed by each task's loss in the all-shared network).")] = "max",
+    cost: Annotated[str, typer.Option("--cost", help="How a tree's groups add up: max (the paper's: mean over groups of the worst pair), mean (mean pair), weighted (size-weighted mean of the worst pair), sensitivity (max, pairs weighed by each task's loss in the all-shared network), learned (minus the Δ_MTL a fitted model predicts; needs --model).")] = "max",
     shared_metrics: Annotated[Optional[Path], typer.Option("--shared-metrics", help="metrics.json of the all-shared network for --cost sensitivity (default: branched/shared/metrics.json beside the affinity file).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="The fitted model of --cost learned: RUNS/search/model.json from `branchnet search`.")] = None,
+    window: Annotated[bool, typer.Option("--window", help="The tree must have at least 0.9 of --params (the budget window [0.9 B, B], as `branchnet search` recommends and `evaluate` compares).")] = False,
     random: Annotated[Optional[int], typer.Option("--random", help="List K random trees of the budget window [0.9 B, B] of --params (uniform over trees; no tree.json).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --random.")] = 0,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="List every tree (in the budget window of --params when given; no tree.json).")] = False,
@@ -98,9 +100,12 @@ def build(
     if random is not None or exhaustive:
         if latency is not None:
             raise BadInput("--latency budgets the search; it does not combine with --random or --exhaustive")
+        if window:
+            raise BadInput("--window restricts the search; --random trees already come from the window, and "
+                           "--exhaustive lists the window's trees of --params")
         return _population(affinity, params, random, seed, exhaustive, branch_stages, sweep, cost, shared_metrics,
                            out, json_out, quiet, _cost_arrays(stage_params, head_params, stage_flops, head_flops),
-                           backbone, input_size, config)
+                           backbone, input_size, config, model)
     if branch_stages is not None:
         raise BadInput("--branch-stages restricts --exhaustive or --random; add one of them")
     if params is None and latency is None and not sweep:
@@ -120,7 +125,7 @@ def build(
                  head_flops=_parse_costs(head_flops, "--head-flops")).items() if v is not None})
     from branchnet.steps.build import group_cost_for
 
-    group_cost = group_cost_for(cost, data, shared_metrics, affinity)
+    group_cost = group_cost_for(cost, data, shared_metrics, affinity, model)
     probe = None
     if latency_budget is not None:
         from branchnet.steps.build import config_for_latency, latency_probe
@@ -133,7 +138,7 @@ def build(
             say(f"{'read the cached' if probe.cached else 'measured the'} stage and head latencies: {probe.cache}")
     report = build_tree(data, budget, flops_budget, method="exact" if exact else "auto", sweep=sweep,
                         costs=costs, out=out, affinity_path=affinity, cost=group_cost,
-                        latency_budget=latency_budget, latency=probe)
+                        latency_budget=latency_budget, latency=probe, window=window)
     if json_out:
         payload: object
         if report.tree is not None and report.sweep is None:
@@ -186,7 +191,7 @@ def _cost_arrays(stage_params: str | None, head_params: str | None, stage_flops:
 def _population(affinity: Path, params: str | None, random: int | None, seed: int, exhaustive: bool,
                 branch_stages: int | None, sweep: bool, cost: str, shared_metrics: Path | None, out: Path | None,
                 json_out: bool, quiet: bool, explicit: dict, backbone: str | None,
-                input_size: tuple[int, int] | None, config: Path | None) -> None:
+                input_size: tuple[int, int] | None, config: Path | None, model: Path | None = None) -> None:
     """``build --random K`` / ``build --exhaustive``: print (and with --out write) a population."""
     import json
     import sys
@@ -207,7 +212,7 @@ def _population(affinity: Path, params: str | None, random: int | None, seed: in
     if backbone is not None or input_size is not None or config is not None:
         data, costs = _backbone_costs(data, config, backbone, input_size)
     costs.update(explicit)
-    group_cost = group_cost_for(cost, data, shared_metrics, affinity)
+    group_cost = group_cost_for(cost, data, shared_metrics, affinity, model)
     population = list_trees(data, budget, random=random, seed=seed, exhaustive=exhaustive,
                             branch_stages=branch_stages, costs=costs, cost=group_cost, out=out)
     window = ""

@@ -71,7 +71,8 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
                method: str = "auto", sweep: bool = False, costs: dict[str, Any] | None = None,
                out: str | os.PathLike | None = None,
                affinity_path: str | os.PathLike | None = None, cost: str | GroupCost | None = "max",
-               latency_budget: float | None = None, latency: "LatencyProbe | None" = None) -> BuildReport:
+               latency_budget: float | None = None, latency: "LatencyProbe | None" = None,
+               window: bool = False) -> BuildReport:
     """Search (and sweep), then write ``tree.json`` and ``sweep.png``; returns the report.
 
     ``out`` defaults to ``tree.json`` beside ``affinity_path`` (or the working directory);
@@ -80,7 +81,9 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
     ``latency_budget`` (seconds) needs ``latency`` (:func:`latency_probe`): its table is the
     third cost of the search, and the chosen tree is then built and timed end to end; both
     figures go to ``tree.extra["latency"]`` (tree.json) and the report. All given budgets
-    hold together. Nothing is written when the input is bad.
+    hold together. ``window``: the tree must also have at least 0.9 of the params budget (the
+    budget window of docs/design.md, "Evaluation"; what ``branchnet search`` recommends).
+    Nothing is written when the input is bad.
     """
     from branchnet.errors import BadInput
     from branchnet.tree.search import pareto_sweep, resolve_costs, search_tree
@@ -96,8 +99,13 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
     separate = separate_tree(affinity.tasks, affinity.locations, cost=cost, **ends)
     tree = None
     if params_budget is not None or (latency_budget is not None and not sweep):
+        if window and params_budget is None:
+            raise BadInput("--window is the window [0.9 B, B] of a params budget B; give --params")
+        from branchnet.tree.sampling import budget_window
+
         tree = search_tree(affinity, params_budget, flops_budget, method, cost=cost,
-                           latency_budget=latency_budget, **costs)
+                           latency_budget=latency_budget,
+                           min_params=budget_window(params_budget)[0] if window else None, **costs)
     trees = pareto_sweep(affinity, flops_budget, method, cost=cost, latency_budget=latency_budget,
                          **costs) if sweep else None
     base = Path(affinity_path).parent if affinity_path is not None else Path(".")
@@ -116,19 +124,39 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
 
 
 def group_cost_for(name: str | None, affinity: AffinityData, shared_metrics: str | os.PathLike | None = None,
-                   affinity_path: str | os.PathLike | None = None) -> GroupCost:
+                   affinity_path: str | os.PathLike | None = None,
+                   model: str | os.PathLike | None = None) -> GroupCost:
     """The :class:`~branchnet.tree.group_cost.GroupCost` of ``build --cost NAME``.
 
     ``sensitivity`` reads the per-task Δ (``delta_mtl.test.per_task``) of the all-shared
     network from ``shared_metrics``, by default ``branched/shared/metrics.json`` in the run
-    directory of ``affinity_path`` (where ``branchnet run`` trains it). Raises
-    :class:`BadInput` for an unknown name or a missing or unsuitable metrics file.
+    directory of ``affinity_path`` (where ``branchnet run`` trains it). ``learned`` is the
+    posterior mean of a fitted model (``model``: a model.json of ``branchnet search``, or its
+    directory), which must be of the affinity's tasks and stages. Raises :class:`BadInput` for
+    an unknown name or a missing or unsuitable metrics or model file.
     """
     import json
 
     from branchnet.errors import BadInput
-    from branchnet.tree.group_cost import resolve_cost, sensitivity_cost, shared_per_task_delta
+    from branchnet.tree.group_cost import learned_cost, resolve_cost, sensitivity_cost, shared_per_task_delta
 
+    if name == "learned":
+        from branchnet.learned import load_model
+
+        if model is None:
+            raise BadInput("--cost learned needs the fitted model: --model RUNS/search/model.json (made by "
+                           "`branchnet search`)")
+        fitted = load_model(model)
+        if sorted(fitted.tasks) != sorted(affinity.tasks):
+            raise BadInput(f"--model {model} is a model of tasks {', '.join(fitted.tasks)} but the affinity file has "
+                           f"{', '.join(affinity.tasks)}; give a model fitted on these tasks (`branchnet search`)")
+        if len(fitted.locations) != affinity.num_locations:
+            raise BadInput(f"--model {model} has {len(fitted.locations)} stages but the affinity file has "
+                           f"{affinity.num_locations}; give a model fitted on this backbone")
+        order = [fitted.tasks.index(t) for t in affinity.tasks]
+        return learned_cost(fitted.pair_costs()[:, order][:, :, order])
+    if model is not None:
+        raise BadInput("--model only serves --cost learned")
     if name != "sensitivity":
         if shared_metrics is not None:
             raise BadInput("--shared-metrics only serves --cost sensitivity")

@@ -40,12 +40,11 @@ import numpy as np
 from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
-from branchnet.runs import (MODEL_FILE, PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD,
-                            TREES_FILE, Baselines, Plan, affinity_path, commit_network, evaluate_dir,
-                            evaluation_config, evaluation_fingerprint, find_baselines, first_difference,
-                            network_metrics, plan_network, read_json, read_metrics, read_record, study_network_dir,
-                            study_settings)
-from branchnet.study.jobs import Costs, Job, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
+from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
+                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference,
+                            plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
+from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
+from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet.train import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
@@ -86,7 +85,8 @@ def parse_measures(spec: str | Sequence[str], runs: Path) -> dict[str, Path]:
 
     A bare name is one of :data:`KNOWN_MEASURES`, read from the run's affinity file
     (:func:`branchnet.runs.affinity_path`); ``NAME=PATH`` evaluates any affinity file under
-    the name NAME (e.g. one of epoch 2: ``rsa-e2=runs/x/affinity-epoch2.npz``).
+    the name NAME (e.g. one of epoch 2: ``rsa-e2=runs/x/affinity-epoch2.npz``), or a learned
+    model (a search directory or its model.json: ``learned=runs/x/search``).
     """
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s and s.strip()]
     if not items:
@@ -127,6 +127,48 @@ def _load_measure(name: str, path: Path, config: Config, runs: Path, baselines: 
                        f"(they were retrained since); measure it again (`branchnet affinity --config "
                        f"{config.source} --runs {runs}" + (f" --measure {name}" if name != "rsa" else "") + "`)")
     return align_affinity(data, config.task_names, NUM_STAGES, str(path))
+
+
+def is_learned_measure(path: Path) -> bool:
+    """Whether a ``--measures NAME=PATH`` names a learned model (a search directory or its
+    model.json) rather than an affinity file (an ``.npz``)."""
+    return path.is_dir() or path.suffix.lower() != ".npz"
+
+
+def _load_learned(name: str, path: Path, config: Config, baselines: Baselines, seeds: int) -> Scorer:
+    """The scorer of a learned model (``branchnet search``'s model.json): its tree of budget B is
+    the window's tree of best predicted Δ_MTL. :class:`BadInput` when the model is of other
+    tasks, was fitted against other single-task baselines, or on a seed this study judges on."""
+    from branchnet.affinity import AffinityData
+    from branchnet.learned import load_model
+    from branchnet.nn import NUM_STAGES
+    from branchnet.runs import SEARCH_SEED_OFFSET
+    from branchnet.tree.group_cost import learned_cost
+
+    model = load_model(path)
+    tasks = config.task_names
+    if sorted(model.tasks) != sorted(tasks):
+        raise BadInput(f"{path} is a learned model of tasks {', '.join(model.tasks)} but the config has "
+                       f"{', '.join(tasks)}; fit one on this run (`branchnet search --config {config.source}`)")
+    if len(model.locations) != NUM_STAGES:
+        raise BadInput(f"{path} is a learned model of {len(model.locations)} stages but the networks have "
+                       f"{NUM_STAGES}; fit one on this backbone")
+    record = read_json(path / "model.json" if path.is_dir() else path) or {}
+    fitted_on = ((record.get("search") or {}).get("baselines") or {}).get("model_sha256")
+    if isinstance(fitted_on, dict) and fitted_on and fitted_on != baselines.records:
+        raise BadInput(f"{path} was fitted against other single-task models than those in {baselines.source} "
+                       f"(they were retrained since); run `branchnet search --config {config.source}` again")
+    peeked = sorted({o.seed for o in model.observations} & set(range(int(seeds))))
+    if peeked:
+        raise BadInput(f"the learned model {path} was fitted on networks of seed(s) {', '.join(map(str, peeked))}, "
+                       f"which this study judges on; judge it on seeds the search never used (the search trains "
+                       f"with seeds {SEARCH_SEED_OFFSET} and up)")
+    order = [model.tasks.index(t) for t in tasks]
+    pairs = model.pair_costs()[:, order][:, :, order]
+    n, d = len(tasks), len(model.locations)
+    stub = AffinityData(affinity=np.broadcast_to(np.eye(n), (d, n, n)).copy(), tasks=list(tasks),
+                        locations=list(model.locations), measure="learned")
+    return Scorer(name, learned_cost(pairs), stub, window=True)
 
 
 def costs_from_baselines(baselines: Baselines, tasks: Sequence[str]) -> Costs:
@@ -209,7 +251,6 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
     an evaluate directory made with other settings (unless ``force``) and a network of the
     study trained with other settings (unless ``force``)."""
     from branchnet.data import build_tasks
-    from branchnet.steps.train_branched import branched_fingerprint
 
     runs = Path(runs)
     if budgets is not None and sweep is not None:
@@ -226,8 +267,11 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
     cost_names = [c.strip() for c in (costs.split(",") if isinstance(costs, str) else costs) if c and c.strip()]
     if not cost_names:
         raise BadInput("--costs is empty; give e.g. --costs max (the paper's) or max,mean,weighted,sensitivity")
+    paths = parse_measures(measures, runs)
     affinities = {name: _load_measure(name, path, config, runs, found)
-                  for name, path in parse_measures(measures, runs).items()}
+                  for name, path in paths.items() if not is_learned_measure(path)}
+    learned = [_load_learned(name, path, config, found, seeds) for name, path in paths.items()
+               if is_learned_measure(path)]
     group_costs = _group_costs(cost_names, config, runs, found, tasks, own_study=not force)
     check_settings(config, runs, force)
     cost_arrays = costs_from_baselines(found, names)
@@ -246,15 +290,15 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
         values = [parse_budget(str(b).strip(), "--budgets") for b in items if str(b).strip()]
     if random is None and not exhaustive:
         random = DEFAULT_RANDOM
-    locations = next(iter(affinities.values())).locations
-    plan = plan_study(names, locations, cost_arrays, scorers_for(affinities, group_costs), values, seeds,
+    locations = next(iter(affinities.values())).locations if affinities else learned[0].affinity.locations
+    plan = plan_study(names, locations, cost_arrays, scorers_for(affinities, group_costs) + learned, values, seeds,
                       random, exhaustive, branch_stages, sample_seed=config.seed)
     jobs = plan.jobs()
     network_plans = {}
     start_over = force and evaluate_dir(runs).exists()
     for job in jobs:
         tree = plan.trees[job.tree_id]
-        fp = evaluation_fingerprint(branched_fingerprint(config, tree.partitions, found), job.seed)
+        fp = tree_network_fingerprint(config, tree.partitions, found, job.seed)
         directory = study_network_dir(runs, job.tree_id, job.seed)
         if start_over:
             network_plans[job] = Plan(directory, "train", fp)
@@ -275,57 +319,15 @@ def tree_info(study: Study, tree: StudyTree) -> dict[str, Any]:
             **tree.tree_json(study.plan.tasks, study.plan.locations, study.config.model.backbone)}
 
 
-class _Datasets:
-    """The train/val/test splits per evaluation seed (the seed sets the augmentation draws)."""
-
-    def __init__(self) -> None:
-        self.cache: dict[int, dict[str, Any]] = {}
-
-    def get(self, config: Config) -> dict[str, Any]:
-        from branchnet.data import build_dataset
-
-        if config.seed not in self.cache:
-            self.cache = {config.seed: {s: build_dataset(config, s) for s in ("train", "val", "test")}}
-        return self.cache[config.seed]
-
-
-def train_study_network(study: Study, job: Job, *, datasets: _Datasets | None = None, quiet: bool = False,
+def train_study_network(study: Study, job: Job, *, datasets: SplitCache | None = None, quiet: bool = False,
                         label: str | None = None) -> dict[str, Any]:
     """Train (or resume) the network of ``job`` and commit it to the run store; returns its
-    metrics.json. It is the branched network of the job's tree trained with
-    :func:`branchnet.runs.evaluation_config` (seed + s), its fingerprint the run's branched
-    fingerprint plus the evaluation seed, its Δ_MTL against the run's baselines."""
-    from branchnet.atomic import ensure_writable_dir, load_checkpoint
-    from branchnet.data import build_tasks
-    from branchnet.steps.train_branched import build_branched, delta_protocol
-    from branchnet.tasks import multi_task_delta
-    from branchnet.train.engine import fit
-
-    plan = study.network_plans[job]
+    metrics.json (:func:`branchnet.steps.tree_networks.train_tree_network`: the branched
+    network of the job's tree trained with seed + s, its Δ_MTL against the run's baselines)."""
     tree = study.plan.trees[job.tree_id]
-    config = evaluation_config(study.config, job.seed)
-    tasks = build_tasks(config)
-    info = tree_info(study, tree)
-    model = build_branched(config, tasks, tree.partitions, info)
-    if config.branched.init != "random":
-        source = Path(study.baselines.source)
-        states = {t: load_checkpoint(source / t / MODEL_FILE)["state_dict"] for t in model.task_names}
-        model.init_from_single(states, config.branched.init)
-    ensure_writable_dir(plan.directory)
-    splits = (datasets or _Datasets()).get(config)
-    label = label or f"evaluate/{job.tree_id}/seed{job.seed}"
-    result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
-                 resume=plan.action == "resume", quiet=quiet, label=label, fingerprint=plan.fingerprint)
-    protocol, notes = delta_protocol(study.config, study.baselines)
-    delta: dict[str, Any] = {
-        split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in study.baselines.metrics.items()},
-                                tasks) for split in ("val", "test")}
-    delta.update(protocol=protocol, notes=notes, baselines=study.baselines.describe())
-    metrics = network_metrics(model, result, config, name=f"{job.tree_id}/seed{job.seed}", tree=info,
-                              init=config.branched.init, weighting=config.train.weighting, delta_mtl=delta,
-                              evaluation_seed=job.seed, trained_seed=config.seed)
-    commit_network(plan.directory, model, config, "branched", plan.fingerprint, metrics, {"tree": info})
-    return metrics
+    return train_tree_network(study.config, study.baselines, tree.partitions, job.seed, study.network_plans[job],
+                              tree_info(study, tree), name=f"{job.tree_id}/seed{job.seed}", datasets=datasets,
+                              quiet=quiet, label=label or f"evaluate/{job.tree_id}/seed{job.seed}")
 
 
 class JobClock:
@@ -358,7 +360,7 @@ def _duration(seconds: float | None) -> str:
 
 def _train_mine(study: Study, mine: list[Job], *, quiet: bool, rank: int, world: int) -> None:
     """Train this rank's jobs one after the other, saying which of how many and the time left."""
-    datasets = _Datasets()
+    datasets = SplitCache()
     weights = [study.plan.trees[j.tree_id].flops or study.plan.trees[j.tree_id].params for j in mine]
     clock = JobClock(weights)
     where = f" (rank {rank} of {world})" if world > 1 else ""

@@ -121,16 +121,20 @@ class Scorer:
     """A measure and a group cost: scores every tree (a ``dissimilarity_<column>`` of trees.csv)
     and builds its tree of each budget (the role ``source = name``).
 
-    ``name`` is the measure (``rsa``) for the paper's ``max`` cost, else ``<measure>:<cost>``.
+    ``name`` is the measure (``rsa``) for the paper's ``max`` cost and for a learned model's
+    cost, else ``<measure>:<cost>``. ``window``: its tree of budget B is the best tree of the
+    window ``[0.9 B, B]`` (the learned model's recommended tree, docs/design.md "Learned sharing
+    cost"), not the best tree of at most B params (the paper's builder).
     """
 
     measure: str
     cost: GroupCost
     affinity: AffinityData = field(compare=False, hash=False, repr=False)
+    window: bool = False
 
     @property
     def name(self) -> str:
-        return self.measure if self.cost.name == "max" else f"{self.measure}:{self.cost.name}"
+        return self.measure if self.cost.name in ("max", "learned") else f"{self.measure}:{self.cost.name}"
 
     @property
     def column(self) -> str:
@@ -333,7 +337,8 @@ def plan_study(tasks: Sequence[str], locations: Sequence[str], costs: Costs, sco
                                   f"{format_count(window[1])}] holds {space.size} tree(s), not more than "
                                   f"--random {random_count}; taking all of them")
         for scorer in scorers:
-            built = search_tree(scorer.affinity, budget, cost=scorer.cost, **search)
+            built = search_tree(scorer.affinity, budget, cost=scorer.cost,
+                                min_params=window[0] if scorer.window else None, **search)
             add(_priced(built.partitions, tasks, costs), scorer.name, budget)
         if not exhaustive:
             for rank in draw_ranks(space.size, int(random_count), f"branchnet-evaluate:{sample_seed}:{budget}"):

@@ -24,7 +24,7 @@ from typing import Any
 
 from branchnet.atomic import atomic_write_text
 from branchnet.errors import BadInput
-from branchnet.study.jobs import Job, StudyPlan
+from branchnet.study.jobs import Job, StudyPlan, StudyTree
 
 #: Columns that measure time, not results: they differ between runs of the same study.
 TIMING_COLUMNS = ("train_seconds",)
@@ -43,8 +43,13 @@ def metric_columns(tasks: Sequence[Any]) -> list[tuple[str, str, str]]:
 
 def columns(plan: StudyPlan, tasks: Sequence[Any]) -> list[str]:
     """The header of trees.csv for ``plan`` and its :class:`~branchnet.tasks.Task` objects."""
+    return header([s.column for s in plan.scorers], tasks)
+
+
+def header(dissimilarity_columns: Sequence[str], tasks: Sequence[Any]) -> list[str]:
+    """The columns of a trees.csv with these ``dissimilarity_<scorer>`` columns."""
     return (["tree_id", "source", "budget", "seed", "groups", "partitions", "params", "flops"]
-            + [s.column for s in plan.scorers] + [c for c, _, _ in metric_columns(tasks)]
+            + list(dissimilarity_columns) + [c for c, _, _ in metric_columns(tasks)]
             + ["delta_mtl_test", "delta_mtl_val", *TIMING_COLUMNS])
 
 
@@ -58,8 +63,6 @@ def study_rows(plan: StudyPlan, metrics: Mapping[Job, Mapping[str, Any]], tasks:
     the network's and the baselines' main metrics, so it is always against the baselines
     found now.
     """
-    from branchnet.tasks import multi_task_delta
-
     dissimilarity = {tid: {s.column: s.dissimilarity(tree.partitions) for s in plan.scorers}
                      for tid, tree in plan.trees.items()}
     rows = []
@@ -69,19 +72,30 @@ def study_rows(plan: StudyPlan, metrics: Mapping[Job, Mapping[str, Any]], tasks:
             job = Job(role.tree_id, seed)
             if job not in metrics:
                 raise BadInput(f"network {role.tree_id} seed {seed} is not trained; rerun `branchnet evaluate`")
-            m = metrics[job]
-            row: dict[str, Any] = {"tree_id": tree.tree_id, "source": role.source, "budget": role.budget,
-                                   "seed": seed, "groups": tree.groups, "partitions": tree.compact,
-                                   "params": tree.params, "flops": tree.flops, **dissimilarity[tree.tree_id]}
-            for column, task, split in metric_columns(tasks):
-                main = next(t.main_metric for t in tasks if t.name == task)
-                row[column] = m[split][task][main]
-            for split in ("test", "val"):
-                base = {t: b[split][t] for t, b in baselines.items()}
-                row[f"delta_mtl_{split}"] = multi_task_delta(m[split], base, tasks)["delta_mtl"]
-            row["train_seconds"] = m.get("train_seconds")
-            rows.append(row)
+            rows.append(network_row(tree, role.source, role.budget, seed, metrics[job], tasks, baselines,
+                                    dissimilarity[tree.tree_id]))
     return rows
+
+
+def network_row(tree: StudyTree, source: str, budget: int | None, seed: int, metrics: Mapping[str, Any],
+                tasks: Sequence[Any], baselines: Mapping[str, Mapping[str, Any]],
+                dissimilarity: Mapping[str, float]) -> dict[str, Any]:
+    """One row of trees.csv: the network of ``tree`` trained with evaluation seed ``seed`` (its
+    ``metrics``, a metrics.json), in the role ``source`` for ``budget``; ``dissimilarity`` maps
+    each ``dissimilarity_<scorer>`` column to the tree's value."""
+    from branchnet.tasks import multi_task_delta
+
+    row: dict[str, Any] = {"tree_id": tree.tree_id, "source": source, "budget": budget, "seed": seed,
+                           "groups": tree.groups, "partitions": tree.compact, "params": tree.params,
+                           "flops": tree.flops, **dissimilarity}
+    for column, task, split in metric_columns(tasks):
+        main = next(t.main_metric for t in tasks if t.name == task)
+        row[column] = metrics[split][task][main]
+    for split in ("test", "val"):
+        base = {t: b[split][t] for t, b in baselines.items()}
+        row[f"delta_mtl_{split}"] = multi_task_delta(metrics[split], base, tasks)["delta_mtl"]
+    row["train_seconds"] = metrics.get("train_seconds")
+    return row
 
 
 def _cell(value: Any) -> str:

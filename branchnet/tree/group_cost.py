@@ -16,6 +16,14 @@ one-task group) and ``Z_d`` a normaliser:
 ``weighted``
     ``c_d(g) = |g| max_{i<j in g} D[d, i, j]``, ``Z_d = N``: the size-weighted mean over groups
     of the worst pair, so a large group that mixes dissimilar tasks costs more than a small one.
+``learned`` (beyond the paper; :mod:`branchnet.learned`)
+    ``c_d(g) = sum_{i<j in g} C[d, i, j]`` over a pair-cost tensor ``C`` (D, N, N) that a fitted
+    model of what sharing costs each task supplies (``C[d, i, j] = -(W[i, d, j] + W[j, d, i])``,
+    ``W[t, d, j]`` the predicted change of task t's score from sharing stage d with task j,
+    docs/design.md "Learned sharing cost"), ``Z_d = N``: the dissimilarity is then minus the
+    predicted Δ_MTL up to a constant, ``-sum_d sum_{g in P_d} h_d(g)``. Its pair costs may be
+    negative (sharing that helps) and it reads no affinity: :meth:`GroupCost.distances` returns
+    ``C`` whatever distances it is given.
 ``sensitivity`` (beyond the paper)
     the ``max`` cost over reweighted dissimilarities ``w_ij D[d, i, j]``, ``w_ij = (w_i + w_j) / 2``,
     ``w_t = 1 + l_t / max_u l_u`` with ``l_t = max(0, -Δ_t)`` the percentage points task t loses
@@ -40,9 +48,10 @@ import numpy as np
 from branchnet.errors import BadInput, unknown_choice
 
 #: Names of the cost functions, the paper's first.
-COSTS = ("max", "mean", "weighted", "sensitivity")
-#: The group-term forms over a distance matrix: what a search has to evaluate.
-FORMS = ("max", "mean", "weighted")
+COSTS = ("max", "mean", "weighted", "sensitivity", "learned")
+#: The group-term forms over a distance matrix: what a search has to evaluate
+#: (``pairsum``: the sum of the group's pair costs, normalised by N; the learned cost's).
+FORMS = ("max", "mean", "weighted", "pairsum")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class GroupCost:
 
     name: str = "max"
     task_weights: tuple[float, ...] | None = None
+    pair_costs: tuple[float, ...] | None = None
+    pair_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in COSTS:
@@ -64,15 +75,33 @@ class GroupCost:
         if (self.name == "sensitivity") != (self.task_weights is not None):
             raise BadInput("the sensitivity cost needs one weight per task (and only it has them); "
                            "build it with sensitivity_cost(per_task_delta, tasks)")
+        if (self.name == "learned") != (self.pair_costs is not None and self.pair_shape is not None):
+            raise BadInput("the learned cost needs a (D, N, N) pair-cost tensor from a fitted model (and only it "
+                           "has one); build it with learned_cost(pair_costs) or `--cost learned --model M`")
 
     @property
     def form(self) -> str:
-        """The group term over :meth:`distances`: ``"max"``, ``"mean"`` or ``"weighted"``."""
-        return "max" if self.name == "sensitivity" else self.name
+        """The group term over :meth:`distances`: ``"max"``, ``"mean"``, ``"weighted"`` or ``"pairsum"``."""
+        if self.name == "sensitivity":
+            return "max"
+        return "pairsum" if self.name == "learned" else self.name
+
+    def pair_tensor(self) -> np.ndarray | None:
+        """The learned cost's (D, N, N) pair costs, None for every other cost."""
+        if self.pair_costs is None or self.pair_shape is None:
+            return None
+        return np.asarray(self.pair_costs, dtype=np.float64).reshape(self.pair_shape)
 
     def distances(self, dist: np.ndarray) -> np.ndarray:
-        """The distances the group term reads: ``dist`` (..., N, N) itself, or reweighted by
-        ``w_ij = (w_i + w_j) / 2`` for ``sensitivity``."""
+        """The distances the group term reads: ``dist`` (..., N, N) itself, reweighted by
+        ``w_ij = (w_i + w_j) / 2`` for ``sensitivity``, or the learned cost's own pair costs
+        (which must have ``dist``'s shape)."""
+        pairs = self.pair_tensor()
+        if pairs is not None:
+            if pairs.shape[-2:] != np.shape(dist)[-2:] or (np.ndim(dist) == 3 and pairs.shape != np.shape(dist)):
+                raise BadInput(f"the learned cost is for {pairs.shape[1]} tasks and {pairs.shape[0]} stages but "
+                               f"the trees have shape {tuple(np.shape(dist))}; use a model fitted on these tasks")
+            return pairs if np.ndim(dist) == 3 else pairs[0]
         if self.task_weights is None:
             return dist
         w = np.asarray(self.task_weights, dtype=np.float64)
@@ -83,8 +112,12 @@ class GroupCost:
 
     def to_json(self) -> dict[str, Any]:
         """``{"name": ..., "task_weights": [...]|None}`` (a tree.json's ``cost`` entry)."""
-        return {"name": self.name,
-                "task_weights": None if self.task_weights is None else [float(w) for w in self.task_weights]}
+        out: dict[str, Any] = {"name": self.name, "task_weights": None if self.task_weights is None
+                               else [float(w) for w in self.task_weights]}
+        pairs = self.pair_tensor()
+        if pairs is not None:
+            out["pair_costs"] = pairs.tolist()
+        return out
 
 
 MAX = GroupCost("max")
@@ -102,13 +135,16 @@ def group_term(dist: np.ndarray, members: np.ndarray, form: str) -> float:
         return float(block[np.triu_indices(size, k=1)].mean())
     if form == "weighted":
         return float(size * block.max())
+    if form == "pairsum":
+        return float(block[np.triu_indices(size, k=1)].sum())
     raise unknown_choice("cost form", form, FORMS)
 
 
 def divisor(counts: Any, n: int, form: str) -> Any:
     """The normaliser ``Z_d`` for group counts ``counts`` (any shape): ``counts`` itself for
-    ``max`` and ``mean`` (a mean over groups), ``n`` for ``weighted`` (a mean over tasks)."""
-    if form == "weighted":
+    ``max`` and ``mean`` (a mean over groups), ``n`` for ``weighted`` (a mean over tasks) and
+    ``pairsum`` (the learned cost: a sum over tasks' terms divided by N, as Δ_MTL is a mean)."""
+    if form in ("weighted", "pairsum"):
         return np.full(np.shape(counts), float(n)) if np.ndim(counts) else float(n)
     return counts
 
@@ -128,11 +164,29 @@ def resolve_cost(cost: str | GroupCost | None, tasks: Sequence[str] | None = Non
         return cost
     if not isinstance(cost, str) or cost not in COSTS:
         raise unknown_choice("cost", str(cost), COSTS)
+    if cost == "learned":
+        raise BadInput("the learned cost comes from a fitted model of what sharing costs each task: give its "
+                       "model.json (--model R/search/model.json, made by `branchnet search`)")
     if cost == "sensitivity":
         raise BadInput("the sensitivity cost weighs tasks by how much each loses in the all-shared network: "
                        "give that network's metrics.json (--shared-metrics, from `branchnet run` or "
                        "`branchnet train --tree shared`)")
     return GroupCost(cost)
+
+
+def learned_cost(pair_costs: Any) -> GroupCost:
+    """The ``learned`` :class:`GroupCost` of a (D, N, N) pair-cost tensor (symmetric in its last
+    two axes; the diagonal is ignored). :class:`BadInput` for another shape or a non-finite entry."""
+    pairs = np.asarray(pair_costs, dtype=np.float64)
+    if pairs.ndim != 3 or pairs.shape[1] != pairs.shape[2] or pairs.shape[1] < 1:
+        raise BadInput(f"learned pair costs must have shape (stages, tasks, tasks), not {pairs.shape}")
+    if not np.all(np.isfinite(pairs)):
+        raise BadInput("learned pair costs hold NaN or Inf; refit the model")
+    pairs = (pairs + pairs.transpose(0, 2, 1)) / 2
+    idx = np.arange(pairs.shape[1])
+    pairs[:, idx, idx] = 0.0
+    return GroupCost("learned", pair_costs=tuple(float(x) for x in pairs.reshape(-1)),
+                     pair_shape=tuple(int(x) for x in pairs.shape))  # type: ignore[arg-type]
 
 
 def sensitivity_weights(per_task_delta: Mapping[str, float], tasks: Sequence[str]) -> np.ndarray:

@@ -133,7 +133,8 @@ def _split_latency(costs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: float | None,
            costs: dict[str, Any], cost: GroupCost | None = None,
-           latency_budget: float | None = None) -> tuple[Problem, dict[str, np.ndarray | None]]:
+           latency_budget: float | None = None,
+           min_params: float | None = None) -> tuple[Problem, dict[str, np.ndarray | None]]:
     costs, latency = _split_latency(costs)
     c = resolve_costs(affinity, **costs)
     lat = resolve_latency(affinity, **latency)
@@ -151,7 +152,7 @@ def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: fl
                       max_params=params_budget, max_flops=flops_budget, form=cost.form,
                       stage_latency=lat["stage_latency"],
                       head_latency=float(lat["head_latency"].sum()) if lat["head_latency"] is not None else None,
-                      max_latency=latency_budget)
+                      max_latency=latency_budget, min_params=min_params)
     ones = np.ones(problem.depth, dtype=np.int64)
     for what, budget, cost in (("params", params_budget, problem.params_of(ones)),
                                ("FLOPs", flops_budget, problem.flops_of(ones))):
@@ -165,16 +166,25 @@ def _setup(affinity: AffinityData, params_budget: float | None, flops_budget: fl
             raise BadInput(f"latency budget {format_latency(latency_budget)} is below the all-shared network's measured "
                            f"latency ({format_latency(shared)}, the sum of its stages' and heads' measured latencies), "
                            f"the fastest tree; the minimum feasible budget is {format_latency(shared)}")
+    if min_params is not None and not len(problem.count_vectors()):
+        high = "" if params_budget is None else f" to {format_count(params_budget)}"
+        raise BadInput(f"no tree has params in the window {format_count(min_params)}{high} (and fits the other "
+                       "budgets); widen the window or choose another budget")
     if lat["stage_latency"] is not None:
         c = {**c, **lat}
     return problem, c
 
 
-def _pick_method(method: str, n: int, cost: GroupCost | None = None) -> str:
+def _pick_method(method: str, n: int, cost: GroupCost | None = None, window: bool = False) -> str:
     from branchnet.tree.search.exact import MAX_EXACT_TASKS
 
     if method not in METHODS:
         raise unknown_choice("search method", method, METHODS)
+    if window:
+        if method == "scalable" or n > MAX_EXACT_TASKS:
+            raise BadInput(f"a tree in a params window is searched exactly only, and the exact search handles at "
+                           f"most {MAX_EXACT_TASKS} tasks; there are {n}")
+        return "exact"
     if cost is not None and cost.form != "max":
         if method == "scalable" or n > MAX_EXACT_TASKS:
             raise BadInput(f"the {cost.name} cost is searched exactly only (the scalable search works on group "
@@ -232,7 +242,7 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
                 head_params: Sequence[float] | None = None, stage_flops: Sequence[float] | None = None,
                 head_flops: Sequence[float] | None = None, cost: str | GroupCost | None = "max",
                 latency_budget: float | None = None, stage_latency: Sequence[float] | None = None,
-                head_latency: Sequence[float] | None = None) -> Tree:
+                head_latency: Sequence[float] | None = None, min_params: float | None = None) -> Tree:
     """The tree of least dissimilarity whose params (and FLOPs, and modelled latency) fit the budget.
 
     Args:
@@ -250,6 +260,8 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
         stage_latency, head_latency: measured seconds of one copy of each stage (D,) and
             of each head (N,) on one device and batch size; the tree's modelled latency is
             their sum over its nodes (:func:`tree_latency`).
+        min_params: the least params the tree may have (a budget window ``[min_params,
+            params_budget]``, e.g. ``[0.9 B, B]``), or None; searched exactly (N <= 14).
 
     Returns the :class:`~branchnet.tree.Tree`; ``tree.method`` says which search ran and
     ``tree.notes`` holds remarks (a budget above the all-separate network); its
@@ -263,8 +275,8 @@ def search_tree(affinity: AffinityData, params_budget: float | None, flops_budge
                             dict(stage_params=stage_params, head_params=head_params,
                                  stage_flops=stage_flops, head_flops=head_flops,
                                  stage_latency=stage_latency, head_latency=head_latency),
-                            group_cost, latency_budget)
-    chosen = _pick_method(method, affinity.num_tasks, group_cost)
+                            group_cost, latency_budget, min_params)
+    chosen = _pick_method(method, affinity.num_tasks, group_cost, window=min_params is not None)
     if chosen == "exact":
         from branchnet.tree.search.exact import exact_search
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from branchnet.tree.search.problem import Problem, better, canonical_labels, within
+from branchnet.tree.search.problem import Problem, at_least, better, canonical_labels, within
 
 FRESH = -1  # "a new group" as a move target
 
@@ -76,6 +76,7 @@ class LocalSearch:
     def _fits(self, key: tuple[float, float, float, float]) -> bool:
         p = self.p
         return ((p.max_params is None or within(key[1], p.max_params))
+                and (p.min_params is None or at_least(key[1], p.min_params))
                 and (p.max_flops is None or within(key[2], p.max_flops))
                 and (p.max_latency is None or within(key[3], p.max_latency)))
 

@@ -33,7 +33,8 @@ class Problem:
     """One search: distances, per-stage costs and the budget.
 
     Attributes:
-        dist: (D, N, N) ``1 - A``; symmetric, zero diagonal, values in [0, 2].
+        dist: (D, N, N) ``1 - A``; symmetric, zero diagonal, values in [0, 2] (any finite
+            values for the learned cost's ``"pairsum"`` form).
         stage_params: (D,) parameters of one copy of each stage.
         head_params: total parameters of all task heads (a constant of every tree).
         stage_flops: (D,) FLOPs of one copy of each stage, or None.
@@ -47,6 +48,9 @@ class Problem:
             ``sum_d k_d * stage_latency[d] + head_latency`` (docs/deploy.md, "Latency budgets").
         head_latency: total seconds of all task heads, or None.
         max_latency: latency budget in seconds (the model above), or None for no limit.
+        min_params: the least params a tree may have, or None: with ``max_params`` a budget
+            window (docs/design.md, "Evaluation": ``[0.9 B, B]``), where the learned cost's
+            recommended tree is searched.
 
     Without a latency table every latency is 0.0, so keys and ties are those of params
     and FLOPs alone.
@@ -63,6 +67,7 @@ class Problem:
     stage_latency: np.ndarray | None = None
     head_latency: float | None = None
     max_latency: float | None = None
+    min_params: float | None = None
 
     def __post_init__(self) -> None:
         dist = np.asarray(self.dist, dtype=np.float64)
@@ -110,6 +115,8 @@ class Problem:
         ok = np.ones(counts.shape[:-1], dtype=bool)
         if self.max_params is not None:
             ok &= within(self.params_of(counts), self.max_params)
+        if self.min_params is not None:
+            ok &= at_least(self.params_of(counts), self.min_params)
         if self.max_flops is not None:
             flops = self.flops_of(counts)
             assert flops is not None, "a FLOPs budget needs stage FLOPs"
@@ -168,6 +175,11 @@ class Problem:
 def within(cost, limit: float):
     """``cost <= limit`` up to float rounding (costs are sums of products of floats)."""
     return cost <= limit + 1e-9 * max(1.0, abs(limit))
+
+
+def at_least(cost, floor: float):
+    """``cost >= floor`` up to float rounding (the lower edge of a budget window)."""
+    return cost >= floor - 1e-9 * max(1.0, abs(floor))
 
 
 def level_cost(dist: np.ndarray, labels: np.ndarray) -> tuple[float, int]:

@@ -82,7 +82,8 @@ def pair_sums(dist: np.ndarray) -> np.ndarray:
 def subset_costs(dist: np.ndarray, form: str = "max") -> np.ndarray:
     """(2^N,) the group term ``c(S)`` of every subset S under a cost form
     (:data:`branchnet.tree.group_cost.FORMS`): ``max`` the diameter, ``mean`` the mean pair
-    distance, ``weighted`` ``|S|`` times the diameter; 0 for empty sets and singletons."""
+    distance, ``weighted`` ``|S|`` times the diameter, ``pairsum`` the sum of the pair costs
+    (the learned cost; may be negative); 0 for empty sets and singletons."""
     if form == "max":
         return diameters(dist)
     n = dist.shape[0]
@@ -92,6 +93,8 @@ def subset_costs(dist: np.ndarray, form: str = "max") -> np.ndarray:
         return np.where(size > 1, pair_sums(dist) / np.maximum(pairs, 1), 0.0)
     if form == "weighted":
         return size * diameters(dist)
+    if form == "pairsum":
+        return pair_sums(dist)
     from branchnet.errors import unknown_choice
     from branchnet.tree.group_cost import FORMS
 
