@@ -112,6 +112,10 @@ class SharingModel:
         self.scales = {**DEFAULT_SCALES, **{k: float(v) for k, v in self.scales.items()}}
         if self.noise is None:
             self.noise = {t: DEFAULT_NOISE for t in self.tasks}
+        # the centres of the scales' hyperprior: every fit that learns the scales starts here,
+        # so a fit depends on its data alone (a resumed search proposes what an uninterrupted one does)
+        self.prior_scales = dict(self.scales)
+        self.prior_noise = dict(self.noise)
         self.observations: list[Observation] = []
         self.design = SharingDesign(len(self.tasks), len(self.locations), self.measures, ())
         self.regression = self._regression(self.design, self.scales, self.noise, learn=True)
@@ -144,7 +148,8 @@ class SharingModel:
 
     def fit(self, observations: Sequence[Observation], learn: bool = True) -> "SharingModel":
         """Fit the posterior to ``observations``; with ``learn`` the block and noise scales are
-        chosen by the evidence (warm-started from the current ones), else kept.
+        chosen by the evidence (from the hyperprior's centres, the scales the model was made
+        with), else the current ones are kept.
 
         :class:`BadInput` when an observation lacks a task or holds a non-finite change.
         """
@@ -159,9 +164,11 @@ class SharingModel:
         seeds = sorted({o.seed for o in observations})
         self.design = SharingDesign(len(self.tasks), len(self.locations), self.measures, seeds)
         x, y, groups = self._rows(observations)
-        regression = self._regression(self.design, self.scales, self.noise, learn)
-        start = np.log(np.r_[[self.scales[b] for b in BLOCKS], [self.noise[t] for t in self.tasks]])
-        regression.fit(x, y, groups, learn=learn, start=start)
+        if learn:
+            regression = self._regression(self.design, self.prior_scales, self.prior_noise, True)
+        else:
+            regression = self._regression(self.design, self.scales, self.noise, False)
+        regression.fit(x, y, groups, learn=learn)
         self.regression = regression
         self.observations = observations
         if learn:
@@ -171,8 +178,9 @@ class SharingModel:
 
     def without(self, keep: Sequence[bool]) -> "SharingModel":
         """The posterior on the observations where ``keep`` is true, at this fit's scales (leave-out)."""
-        twin = SharingModel(self.tasks, self.locations, self.measures, self.alpha0, dict(self.scales),
-                            dict(self.noise or {}), dict(self.sources))
+        twin = SharingModel(self.tasks, self.locations, self.measures, self.alpha0, dict(self.prior_scales),
+                            dict(self.prior_noise), dict(self.sources))
+        twin.scales, twin.noise = dict(self.scales), dict(self.noise or {})
         twin.design = self.design  # the same columns (seeds), so coefficients line up
         kept = [o for o, k in zip(self.observations, keep) if k]
         x, y, groups = twin._rows(kept) if kept else (np.zeros((0, self.design.num_coefficients)), np.zeros(0),
@@ -266,6 +274,7 @@ class SharingModel:
                           "measures": {m: {"affinity": a.tolist(), "source": self.sources.get(m, "")}
                                        for m, a in self.measures.items()}},
                 "scales": dict(self.scales), "noise": dict(self.noise or {}),
+                "hyperprior": {"scales": dict(self.prior_scales), "noise": dict(self.prior_noise)},
                 "log_evidence": float(self.regression.log_evidence_),
                 "observations": [o.to_json() for o in self.observations],
                 "coefficients": self.coefficients()}
@@ -282,10 +291,15 @@ class SharingModel:
         try:
             prior = obj["prior"]
             measures = {str(m): np.asarray(v["affinity"], dtype=np.float64) for m, v in prior["measures"].items()}
+            centres = obj.get("hyperprior") or {"scales": obj["scales"], "noise": obj["noise"]}
             model = cls([str(t) for t in obj["tasks"]], [str(x) for x in obj["locations"]], measures,
-                        float(prior["alpha0"]), {str(k): float(v) for k, v in obj["scales"].items()},
-                        {str(k): float(v) for k, v in obj["noise"].items()},
+                        float(prior["alpha0"]), {str(k): float(v) for k, v in centres["scales"].items()},
+                        {str(k): float(v) for k, v in centres["noise"].items()},
                         {m: str(v.get("source", "")) for m, v in prior["measures"].items()})
+            model.scales = {**model.scales, **{str(k): float(v) for k, v in obj["scales"].items()}}
+            model.noise = {str(k): float(v) for k, v in obj["noise"].items()}
+            if sorted(model.noise) != sorted(model.tasks):
+                raise ValueError("noise scales are not one per task")
             observations = [Observation.from_json(o) for o in obj["observations"]]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInput(f"{source} is not a readable learned model ({type(exc).__name__}: {exc}); "
