@@ -573,3 +573,72 @@ def search(config: Config, runs: str | os.PathLike | None = None, *, budgets: st
         say(f"search: wrote {out / TREES_FILE}, {out / MODEL_FILE}, {out / SUMMARY_MD}, {out / PREDICTED_FILE} and "
             f"{len(record['recommended'])} tree-<budget>.json")
     return record
+
+
+# ---------------------------------------------------------------------------------
+# Any trained networks of a run, as observations
+
+
+def collect_observations(config: Config, runs: str | os.PathLike, *, seeds: Sequence[int] | None = None,
+                         places: Sequence[str] = ("search", "evaluate", "branched"),
+                         split: str = FIT_SPLIT) -> tuple[list[Observation], list[str]]:
+    """Every finished network of the run trained with this config's settings, as observations
+    of ``split`` (``val`` or ``test``): the search's and the study's networks
+    (``<place>/nets/<tree id>/seed<s>``) and ``branched/<name>`` (evaluation seed 0), optionally
+    only those of ``seeds``. Returns the observations and a note per network left out (other
+    settings, damaged). The search itself reads only its own seeds; this serves a person who
+    fits the model to other networks (``tools/learned_evidence.py``)."""
+    from branchnet.data import build_tasks
+    from branchnet.runs import branched_dir, evaluate_dir
+    from branchnet.steps.evaluate import costs_from_baselines
+    from branchnet.tasks import multi_task_delta
+
+    runs = Path(runs)
+    if split not in ("val", "test"):
+        raise BadInput(f"split {split!r}: give val or test")
+    tasks = build_tasks(config)
+    names = [t.name for t in tasks]
+    baselines = find_baselines(config, runs, names, purpose="a Δ_MTL against it")
+    costs = costs_from_baselines(baselines, names)
+    base = {t: b[split][t] for t, b in baselines.metrics.items()}
+    found: list[tuple[str, Path, int]] = []
+    for place in places:
+        if place == "branched":
+            root = branched_dir(runs, "")
+            found += [(f"branched/{d.name}", d, 0) for d in sorted(root.iterdir())] if root.is_dir() else []
+            continue
+        root = (search_dir(runs) if place == "search" else evaluate_dir(runs)) / STUDY_NETS_DIR
+        for d in sorted(root.glob("*/seed*")) if root.is_dir() else []:
+            try:
+                found.append((f"{place}/nets/{d.parent.name}/{d.name}", d, int(d.name[4:])))
+            except ValueError:
+                continue
+    out, notes = [], []
+    for label, directory, seed in found:
+        if seeds is not None and seed not in seeds:
+            continue
+        record, why = read_record(directory)
+        if record is None:
+            notes.append(f"{label}: {why}")
+            continue
+        metrics = read_metrics(directory, label, "retrain it")
+        partitions = metrics.get("partitions")
+        if not isinstance(partitions, list) or any(t not in metrics.get(split, {}) for t in names):
+            notes.append(f"{label}: not a branched network of these tasks")
+            continue
+        if label.startswith("branched/"):
+            from branchnet.steps.train_branched import branched_fingerprint
+
+            expected = branched_fingerprint(config, partitions, baselines)
+        else:
+            expected = tree_network_fingerprint(config, partitions, baselines, seed)
+        difference = first_difference(record.fingerprint, json_safe(expected))
+        if difference is not None:
+            notes.append(f"{label}: trained with other settings ({difference})")
+            continue
+        per_task = multi_task_delta(metrics[split], base, tasks)["per_task"]
+        counts = np.array([len(p) for p in partitions], dtype=np.float64)
+        params = int(round(float(counts @ costs.stage_params + costs.head_params.sum())))
+        out.append(Observation(tree_id(partitions, names), [[list(g) for g in p] for p in partitions], seed,
+                               per_task, params, str(directory)))
+    return out, notes
