@@ -120,7 +120,7 @@ def summary_markdown(record: Mapping[str, Any], title: str) -> str:
                  + ", ".join(f"{t} {v:.2f}" for t, v in model["noise"].items()) + " points (sd).")
     lines += ["", "## Next", "",
               f"`branchnet evaluate --config {search['config']} --runs {search['runs']} --measures "
-              f"rsa,fafs,learned={search['directory']}` trains these trees with seeds 0..S-1, which the search "
+              f"{','.join([*model['prior']['measures'], 'learned=' + search['directory']])}` trains these trees with seeds 0..S-1, which the search "
               "never saw, beside random trees of each budget, and says whether they beat them.", ""]
     return "\n".join(lines)
 
