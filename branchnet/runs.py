@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import socket
 import sys
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from branchnet.atomic import atomic_write_json
+from branchnet.atomic import atomic_write_json, json_safe
 from branchnet.config import Config
 from branchnet.errors import BadInput
 
@@ -282,32 +281,7 @@ def study_settings(config: Config) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------
-# JSON that cannot fail
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` as plain JSON data: numpy and torch scalars become numbers, paths strings,
-    tuples lists, and NaN or infinite numbers ``None`` (JSON has no NaN), so that writing the
-    metadata of a finished network can never fail."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return str(obj)
-    item = getattr(obj, "item", None)  # numpy / torch scalars
-    if callable(item) and getattr(obj, "ndim", 0) == 0:
-        return json_safe(item())
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):
-        return json_safe(tolist())
-    return str(obj)
+# JSON
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -439,7 +413,7 @@ def claim_network(plan: Plan, label: str, *, force: bool = False, resume: bool =
     0's). On leaving, the lock goes, and a network directory left empty (a failure before
     the first checkpoint) is removed.
     """
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     from branchnet.atomic import ensure_writable_dir
 
@@ -600,7 +574,7 @@ def commit_network(directory: str | os.PathLike, model: Any, config: Config, kin
     ``run.json`` that commits both, then drop the checkpoint and draw ``curves.png``; all
     ranks wait at the end."""
     from branchnet.nn.model_file import save_model
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     from branchnet.train.history import plot_curves
 

@@ -101,7 +101,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     from branchnet.config import load_config
     from branchnet.data import build_dataset, build_tasks
     from branchnet.nn import NUM_STAGES, BranchedNet
-    from branchnet.train import distributed
+    from branchnet import distributed
     from branchnet.train.engine import fit
     from branchnet.train.weighting import build_weighting
     from branchnet.tree import shared_partitions

@@ -51,7 +51,7 @@ import torch
 from torch.func import functional_call
 
 from branchnet.errors import BadInput
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.train.hooks import FitContext, TrainingHook
 
 

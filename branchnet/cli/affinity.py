@@ -106,7 +106,7 @@ def affinity(
         raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
 
     from branchnet.rsa.outputs import check_out_path
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
     from branchnet.rsa.rdm import check_center, parse_pool
 
     pool_size = parse_pool(pool) if pool is not None else None
@@ -176,7 +176,7 @@ def _tag(config: Optional[Path], runs: Optional[Path], set_: Optional[list[str]]
         raise BadInput("--measure tag needs --config CFG: it trains the config's all-shared network")
     from branchnet.rsa.outputs import check_out_path
     from branchnet.steps.affinity import tag_from_runs
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     if out is not None:
         check_out_path(out)

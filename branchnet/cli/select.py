@@ -322,7 +322,7 @@ def groupings(
     """
     from rich.console import Console
 
-    from branchnet.train import distributed
+    from branchnet import distributed
     from branchnet.steps.groupings import parse_widths, run_groupings
 
     width_values = parse_widths(widths)

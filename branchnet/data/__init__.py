@@ -176,7 +176,7 @@ def prepare_splits(config: Config, splits: tuple[str, ...] = ("train", "val", "t
                    tasks: list[str] | None = None) -> None:
     """Make sure the splits exist (generated and cached, or readable for ``tasks``) before every
     torch.distributed rank opens them: rank 0 prepares, the others wait."""
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     if distributed.is_main():
         for split in splits:

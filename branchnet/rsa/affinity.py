@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from branchnet.machine import free_cores, thread_limit
-from branchnet.train.devices import resolve_device
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput
 from branchnet.rsa import device as on_device
 from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, default_max_memory, num_images,

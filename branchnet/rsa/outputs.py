@@ -11,7 +11,7 @@ import numpy as np
 
 from branchnet.affinity import AffinityData, save_affinity
 from branchnet.errors import BadInput
-from branchnet.atomic import atomic_write_json, ensure_writable_dir, to_jsonable
+from branchnet.atomic import atomic_write_json, ensure_writable_dir, json_safe
 
 
 def output_paths(out_npz: str | os.PathLike) -> dict[str, Path]:
@@ -48,7 +48,7 @@ def affinity_json(data: AffinityData, settings: dict[str, Any]) -> dict[str, Any
     if data.rdms is not None:
         content["rdms_shape"] = list(np.asarray(data.rdms).shape)
     content["settings"] = settings
-    return to_jsonable(content)
+    return json_safe(content)
 
 
 def write_affinity_outputs(data: AffinityData, out_npz: str | os.PathLike,

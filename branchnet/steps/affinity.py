@@ -22,7 +22,7 @@ import torch
 from branchnet.nn.model_file import load_model
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
-from branchnet.train.devices import resolve_device
+from branchnet.devices import resolve_device
 from branchnet.train.acceleration import memory_format, prepare_model
 from branchnet.train.loaders import LoaderSettings, make_loader, to_device
 from branchnet.errors import BadInput
@@ -218,7 +218,7 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     from branchnet.rsa.outputs import check_out_path, write_affinity_outputs
     from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, read_record,
                                 tag_dir)
-    from branchnet.train import distributed as dist_utils
+    from branchnet import distributed as dist_utils
     from branchnet.train.engine import fit
     from branchnet.tree import shared_partitions
 

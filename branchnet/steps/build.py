@@ -269,7 +269,7 @@ def latency_probe(config: Any, affinity: AffinityData, runs: str | os.PathLike, 
     from branchnet.runs import latency_cache_path
     from branchnet.steps.profile import tasks_of
     from branchnet.tree import shared_partitions
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
 
     dev = resolve_device(device, "--profile-device")
     if int(batch) < 1:

@@ -46,7 +46,7 @@ from branchnet.runs import (MODEL_FILE, PARETO_FILE, RECORD_FILE, STUDY_SETTINGS
                             network_metrics, plan_network, read_json, read_metrics, read_record, study_network_dir,
                             study_settings)
 from branchnet.study.jobs import Costs, Job, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
 #: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``).

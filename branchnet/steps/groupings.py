@@ -55,7 +55,7 @@ from branchnet.selection import (Candidate, CandidateTable, group_name, higher_o
 from branchnet.selection.esa import EsaSchedule, esa_schedule
 from branchnet.selection.plan import Network, check_plan, parse_widths, plan_networks  # noqa: F401 (re-exported)
 from branchnet.steps.grouping_costs import CostModel, cost_model, scaled_config
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 
 CANDIDATES_CSV = "candidates.csv"
 CANDIDATES_JSON = "candidates.json"

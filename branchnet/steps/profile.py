@@ -215,7 +215,7 @@ def profile(source: str | os.PathLike, config: str | os.PathLike | None = None, 
 
     from branchnet.deploy.profile import device_name, profile_networks
     from branchnet.runs import profile_path
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
 
     dev = resolve_device(device, "--device")
     sizes = parse_batches(batches)

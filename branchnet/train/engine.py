@@ -29,14 +29,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from branchnet.atomic import atomic_torch_save, load_checkpoint
+from branchnet.atomic import atomic_torch_save, json_safe, load_checkpoint
 from branchnet.config import Config
 from branchnet.errors import BadInput
 from branchnet.progress import progress_bar, say
 from branchnet.tasks import Task
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.train.acceleration import compile_network, cuda_settings, memory_format, prepare_model
-from branchnet.train.devices import resolve_device
+from branchnet.devices import resolve_device
 from branchnet.train.evaluate import evaluate
 from branchnet.train.guard import DDP_CHECK_STEPS, SYNC_SECONDS, DivergenceGuard
 from branchnet.train.history import TensorBoardLog, write_history
@@ -89,7 +89,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     continued (another one is a :class:`BadInput`). Returns the final validation and test
     metrics and the history; saving the model is the caller's (:func:`branchnet.runs.commit_network`).
     """
-    from branchnet.runs import EPOCH_FORMAT, checkpoint_mismatch, epoch_checkpoint, json_safe
+    from branchnet.runs import EPOCH_FORMAT, checkpoint_mismatch, epoch_checkpoint
 
     train_cfg = config.train
     epochs = epochs or train_cfg.epochs

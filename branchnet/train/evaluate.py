@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from branchnet.progress import progress_bar
 from branchnet.tasks import Task
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.train.loaders import to_device
 from branchnet.train.precision import Precision
 

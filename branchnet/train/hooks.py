@@ -25,7 +25,7 @@ update steps that are due, its state is the update plan) and
 on the step's batch with ``torch.autograd.grad``, leaving ``.grad`` untouched; its state is
 the running sum of the Z matrices). Under torch.distributed every rank runs every hook at the same steps;
 a hook whose state depends on the data synchronises it itself
-(:func:`branchnet.train.distributed.all_reduce_mean`), and one that draws random numbers
+(:func:`branchnet.distributed.all_reduce_mean`), and one that draws random numbers
 uses its own seeded generator (identical on every rank), never the global one.
 """
 

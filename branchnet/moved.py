@@ -1,0 +1,36 @@
+"""Old import paths of moved modules and names, kept for one release (docs/architecture.md,
+"Moved modules"): importing one warns and gives the new module itself, so that code
+(and a test's monkeypatch) that uses either path sees one module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from types import ModuleType
+from typing import Any, Mapping
+
+#: The release that drops the old paths.
+REMOVED_IN = "0.4.0"
+
+
+def _warn(old: str, new: str) -> None:
+    warnings.warn(f"{old} moved to {new}; the old path goes in branchnet {REMOVED_IN}", DeprecationWarning,
+                  stacklevel=3)
+
+
+def alias_module(old: str, new: str) -> ModuleType:
+    """Make ``old`` (the calling alias module's ``__name__``) the module ``new``."""
+    _warn(old, new)
+    module = importlib.import_module(new)
+    sys.modules[old] = module
+    return module
+
+
+def moved_attribute(owner: str, name: str, moved: Mapping[str, str]) -> Any:
+    """For a module ``__getattr__``: ``name`` from its new module (``moved[name]``), with a warning;
+    AttributeError for any other name."""
+    if name not in moved:
+        raise AttributeError(f"module '{owner}' has no attribute '{name}'")
+    _warn(f"{owner}.{name}", f"{moved[name]}.{name}")
+    return getattr(importlib.import_module(moved[name]), name)
