@@ -105,7 +105,7 @@ def affinity(
     if bootstrap is not None and (bootstrap < 0 or bootstrap == 1):
         raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
 
-    from branchnet.rsa.outputs import check_out_path
+    from branchnet.affinity.outputs import check_out_path
     from branchnet.devices import resolve_device
     from branchnet.rsa.rdm import check_center, parse_pool
 
@@ -120,7 +120,7 @@ def affinity(
                     save_rdms=save_rdms, max_memory=memory, device=device, progress=not quiet)
 
     if features is not None:
-        from branchnet.rsa.outputs import affinity_from_features
+        from branchnet.rsa.features import affinity_from_features
 
         if out is None:
             if runs is None:
@@ -174,7 +174,7 @@ def _tag(config: Optional[Path], runs: Optional[Path], set_: Optional[list[str]]
                        "measures on its training batches); drop it")
     if config is None:
         raise BadInput("--measure tag needs --config CFG: it trains the config's all-shared network")
-    from branchnet.rsa.outputs import check_out_path
+    from branchnet.affinity.outputs import check_out_path
     from branchnet.steps.affinity import tag_from_runs
     from branchnet import distributed
 

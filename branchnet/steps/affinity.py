@@ -112,7 +112,8 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
     ``<runs>/affinity.npz``) with costs, plus ``affinity.json`` and the figures; returns
     their paths.
     """
-    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool, write_affinity_outputs
+    from branchnet.affinity.outputs import write_affinity_outputs
+    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
@@ -147,7 +148,7 @@ def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Pat
     from branchnet.affinity.fafs import fafs_affinity
     from branchnet.affinity.losses import per_image_losses
     from branchnet.progress import progress_bar
-    from branchnet.rsa import write_affinity_outputs
+    from branchnet.affinity.outputs import write_affinity_outputs
 
     runs = Path(runs)
     out = Path(out) if out is not None else affinity_path(runs, "fafs", epoch)
@@ -209,13 +210,13 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     """
     import numpy as np
 
-    from branchnet.affinity.file import AffinityData
+    from branchnet.affinity.file import affinity_data
     from branchnet.affinity.tag import TagHook, tag_affinity
     from branchnet.atomic import ensure_writable_dir
     from branchnet.data import build_tasks, prepare_splits
     from branchnet.nn import NUM_STAGES, BranchedNet
     from branchnet.progress import say
-    from branchnet.rsa.outputs import check_out_path, write_affinity_outputs
+    from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
     from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, read_record,
                                 tag_dir)
     from branchnet import distributed as dist_utils
@@ -257,13 +258,11 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
         commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     z = np.asarray(metrics["tag"]["z"], dtype=np.float64)
     record, _ = read_record(plan.directory)
-    data = AffinityData(
-        affinity=tag_affinity(z), tasks=list(names), locations=list(metrics["locations"]),
-        stage_params=np.asarray(metrics["stage_params"], np.int64),
-        head_params=np.asarray([metrics["head_params"][t] for t in names], np.int64),
-        stage_flops=np.asarray(metrics["stage_flops"], np.float64),
-        head_flops=np.asarray([metrics["head_flops"][t] for t in names], np.float64),
-        backbone=cfg.model.backbone, input_size=cfg.image_size, measure="tag",
+    data = affinity_data(
+        tag_affinity(z), names, metrics["locations"], "tag", stage_params=metrics["stage_params"],
+        head_params=[metrics["head_params"][t] for t in names], stage_flops=metrics["stage_flops"],
+        head_flops=[metrics["head_flops"][t] for t in names], backbone=cfg.model.backbone,
+        input_size=cfg.image_size,
         extra={"tag_z": z, "tag_steps": np.asarray(int(metrics["tag"]["steps"]), np.int64)})
     settings = {"measure": "tag", "source": "all-shared network trained with the lookahead", "runs": str(runs),
                 "network": str(plan.directory), "tag_every": int(metrics["tag"]["every"]),
