@@ -27,7 +27,9 @@ the first setting that differs, or retrains it with ``--force``. Δ_MTL is compu
 against single-task baselines whose training settings equal the branched network's (or,
 when the user names them with ``--baselines``, against those, recorded as such).
 
-Everything that decides a path, a fingerprint or reuse lives here; steps only ask.
+Everything that decides a path, a fingerprint or reuse lives here; steps only ask. The save
+epilogue that commits a trained network (``model.pt``, ``metrics.json``, then ``run.json``) is
+:func:`branchnet.steps.commit.commit_network`, a floor above the store, the networks and the loop.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from branchnet.atomic import atomic_write_json, json_safe
-from branchnet.config import Config
+from branchnet.atomic import atomic_write_json, ensure_writable_dir, json_safe
+from branchnet.schema import Config
 from branchnet.errors import BadInput
+from branchnet.moved import moved_attribute
 
 RECORD_FORMAT = "branchnet.run/1"
 
@@ -413,9 +416,7 @@ def claim_network(plan: Plan, label: str, *, force: bool = False, resume: bool =
     0's). On leaving, the lock goes, and a network directory left empty (a failure before
     the first checkpoint) is removed.
     """
-    from branchnet import distributed
-
-    from branchnet.atomic import ensure_writable_dir
+    from branchnet import distributed  # torch: imported by the steps that train, not by the store
 
     directory = plan.directory
     lock = directory / LOCK_FILE
@@ -567,28 +568,6 @@ def network_metrics(model: Any, result: Any, config: Config, **fields: Any) -> d
     return json_safe(out)
 
 
-def commit_network(directory: str | os.PathLike, model: Any, config: Config, kind: str, fp: Mapping[str, Any],
-                   metrics: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
-    """The save epilogue of every trained network, on rank 0, in an order that never loses work:
-    ``model.pt`` first, then ``metrics.json`` (JSON that cannot fail), then the record
-    ``run.json`` that commits both, then drop the checkpoint and draw ``curves.png``; all
-    ranks wait at the end."""
-    from branchnet.nn.model_file import save_model
-    from branchnet import distributed
-
-    from branchnet.train.history import plot_curves
-
-    directory = Path(directory)
-    if distributed.is_main():
-        save_model(directory / MODEL_FILE, model, config, kind, dict(extra or {}))
-        atomic_write_json(directory / METRICS_FILE, json_safe(dict(metrics)))
-        write_record(directory, fp)
-        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
-        if metrics.get("history"):
-            plot_curves(directory / CURVES_FILE, metrics["history"], model.tasks)
-    distributed.barrier()
-
-
 # ---------------------------------------------------------------------------------
 # Baselines of Δ_MTL
 
@@ -659,3 +638,11 @@ def find_baselines(config: Config, runs: str | os.PathLike, tasks: Sequence[str]
         differences[task] = difference
     return Baselines(metrics, str(root / SINGLE_DIR), not differences, differences,
                      {t: r.model_sha256 for t, r in records.items()})
+
+
+#: Names that moved out of the run store in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"commit_network": "branchnet.steps.commit"}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

@@ -17,7 +17,7 @@ import torch
 
 from branchnet.affinity import load_affinity
 from branchnet.config import load_config
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.steps.affinity import affinity_from_runs
 from branchnet.steps.build import build_tree
 from branchnet.steps.train_single import train_single

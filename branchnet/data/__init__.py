@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from branchnet.config import Config, DataConfig
+from branchnet.schema import Config, DataConfig
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.tasks import Task, TaskSpec, make_task
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
 from branchnet.devices import resolve_device
@@ -217,8 +217,8 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     from branchnet.nn import NUM_STAGES, BranchedNet
     from branchnet.progress import say
     from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
-    from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, read_record,
-                                tag_dir)
+    from branchnet.runs import network_metrics, plan_network, read_metrics, read_record, tag_dir
+    from branchnet.steps.commit import commit_network
     from branchnet import distributed as dist_utils
     from branchnet.train.engine import fit
     from branchnet.tree import shared_partitions

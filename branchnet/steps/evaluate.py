@@ -10,7 +10,7 @@ Three parts, each in its own place:
 2. **Training** (:func:`train_study_network`): one network of the run store per job,
    ``<runs>/evaluate/nets/<tree id>/seed<s>/``, through :func:`branchnet.runs.plan_network`
    (reuse, train, resume), :func:`~branchnet.train.engine.fit` and
-   :func:`branchnet.runs.commit_network`; evaluation seed s trains with the config's seed
+   :func:`branchnet.steps.commit.commit_network`; evaluation seed s trains with the config's seed
    plus s (:func:`branchnet.runs.evaluation_config`) and its Δ_MTL is against the run's
    single-task models (:func:`branchnet.runs.find_baselines` with the run's settings).
 3. **Reporting** (rank 0, from the trained networks' metrics alone): ``trees.csv``
@@ -41,10 +41,11 @@ from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
 from branchnet.runs import (MODEL_FILE, PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD,
-                            TREES_FILE, Baselines, Plan, affinity_path, commit_network, evaluate_dir,
+                            TREES_FILE, Baselines, Plan, affinity_path, evaluate_dir,
                             evaluation_config, evaluation_fingerprint, find_baselines, first_difference,
                             network_metrics, plan_network, read_json, read_metrics, read_record, study_network_dir,
                             study_settings)
+from branchnet.steps.commit import commit_network
 from branchnet.study.jobs import Costs, Job, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget

@@ -27,8 +27,9 @@ from branchnet.data import build_dataset, build_tasks, prepare_splits
 from branchnet.errors import BadInput
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, commit_network, find_baselines, fingerprint,
+from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, find_baselines, fingerprint,
                             network_metrics, plan_network, read_metrics)
+from branchnet.steps.commit import commit_network
 from branchnet.tasks import multi_task_delta
 from branchnet.train.engine import fit
 from branchnet.train.roaming import roaming_config, roaming_hooks, roaming_metrics

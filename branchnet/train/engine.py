@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from branchnet.atomic import atomic_torch_save, json_safe, load_checkpoint
-from branchnet.config import Config
+from branchnet.schema import Config
 from branchnet.errors import BadInput
 from branchnet.progress import progress_bar, say
 from branchnet.tasks import Task
@@ -44,7 +44,7 @@ from branchnet.train.hooks import FitContext, TrainingHook
 from branchnet.train.loaders import LoaderSettings, TrainLoader, epoch_seed, make_loader, to_device
 from branchnet.train.optim import build_optimizer, lr_multiplier
 from branchnet.train.precision import Precision
-from branchnet.train.weighting import LossWeighting, build_weighting
+from branchnet.train.weighting import WEIGHTINGS, LossWeighting, build_weighting
 
 CHECKPOINT_FORMAT = "branchnet.checkpoint/2"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -87,7 +87,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     ``train.keep_checkpoints``, also that epoch's weights, :func:`branchnet.runs.epoch_checkpoint`).
     With ``resume`` an existing checkpoint with the same fingerprint and number of epochs is
     continued (another one is a :class:`BadInput`). Returns the final validation and test
-    metrics and the history; saving the model is the caller's (:func:`branchnet.runs.commit_network`).
+    metrics and the history; saving the model is the caller's (:func:`branchnet.steps.commit.commit_network`).
     """
     from branchnet.runs import EPOCH_FORMAT, checkpoint_mismatch, epoch_checkpoint
 
@@ -99,7 +99,8 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     layout = memory_format(device)
     names = [t.name for t in tasks]
     fingerprint = json_safe(dict(fingerprint or default_fingerprint(config, tasks)))
-    shared = model.last_shared_weight() if train_cfg.weighting == "gradnorm" else None
+    scheme = WEIGHTINGS.get(train_cfg.weighting)
+    shared = model.last_shared_weight() if scheme is not None and scheme.needs_shared_layer else None
     weighting = weighting or build_weighting(train_cfg.weighting, names, train_cfg.loss_weights, shared)
     weighting.to(device)
     params = [{"params": [p for p in model.parameters() if p.requires_grad]}]

@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from branchnet.config import RoamingConfig
+from branchnet.schema import RoamingConfig
 from branchnet.errors import BadInput
 from branchnet.train.hooks import FitContext, TrainingHook
 
