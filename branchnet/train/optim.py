@@ -61,3 +61,14 @@ def lr_multiplier(step: int, total: int, schedule: str) -> float:
 def build_optimizer(parameters, train: TrainConfig) -> torch.optim.Optimizer:
     """The optimiser ``train.optimizer`` (:data:`OPTIMIZERS`) over ``parameters`` (parameter groups allowed)."""
     return OPTIMIZERS.lookup(train.optimizer)(parameters, train)
+
+
+def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
+                  train: TrainConfig) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """The optimiser of ``model``'s trainable parameters and, in a group of their own without weight
+    decay, the loss weighting's (uncertainty weighting's log-variances); returns it with the latter."""
+    params: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    weighting_params = [p for p in weighting.parameters() if p.requires_grad]
+    if weighting_params:
+        params.append({"params": weighting_params, "weight_decay": 0.0})
+    return build_optimizer(params, train), weighting_params

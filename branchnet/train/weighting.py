@@ -16,7 +16,7 @@ The fixed ``train.loss_weights`` multiply every scheme's weights.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -159,3 +159,11 @@ def build_weighting(name: str, tasks: Sequence[str], fixed: dict[str, float] | N
     if cls.needs_shared_layer:
         return cls(tasks, fixed, shared=shared)
     return cls(tasks, fixed)
+
+
+def weighting_for(model: nn.Module, tasks: Sequence[str], train: Any) -> LossWeighting:
+    """The config's weighting (``train.weighting``, ``train.loss_weights``) of ``model``'s ``tasks``;
+    GradNorm gets the model's last shared layer (``model.last_shared_weight()``)."""
+    scheme = WEIGHTINGS.get(train.weighting)
+    shared = model.last_shared_weight() if scheme is not None and scheme.needs_shared_layer else None
+    return build_weighting(train.weighting, tasks, train.loss_weights, shared)
