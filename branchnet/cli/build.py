@@ -1,4 +1,4 @@
-"""``branchnet build`` and ``branchnet export``: tree search under a budget, graph exports."""
+"""``branchnet build``: the tree search under a budget (the step is :mod:`branchnet.steps.build`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from branchnet.cli.app import OutOption, QuietOption, app
+from branchnet.moved import moved_attribute
 
 
 def _parse_costs(text: str | None, what: str) -> list[float] | None:
@@ -230,24 +231,9 @@ def _population(affinity: Path, params: str | None, random: int | None, seed: in
         say(f"wrote {out}")
 
 
-@app.command("export")
-def export(
-    tree: Annotated[Path, typer.Argument(help="A tree.json from `branchnet build`.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json | graphml | gml | dot | mermaid | png | svg")],
-    out: OutOption = None,
-    quiet: QuietOption = False,
-) -> None:
-    """Export a tree.json as a graph: nodes (stage, group) with tasks/params/FLOPs, heads as leaves."""
-    from branchnet.errors import unknown_choice
-    from branchnet.tree.export import FORMATS, default_export_path, export_tree
-    from branchnet.tree import load_tree
+#: Names that moved in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"export": "branchnet.cli.export"}
 
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise unknown_choice("export format", fmt, FORMATS)
-    loaded = load_tree(tree)
-    path = export_tree(loaded, out if out is not None else default_export_path(tree, fmt), fmt)
-    if not quiet:
-        from branchnet.progress import say
 
-        say(f"wrote {path}")
+def __getattr__(name: str):
+    return moved_attribute(__name__, name, _MOVED)
