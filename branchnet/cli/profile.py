@@ -32,9 +32,11 @@ def profile(
     Median and interquartile spread after warm-up (torch.cuda.synchronize around each
     call on CUDA). Writes <stem>.profile-<device>.json and .png beside SOURCE (or --out).
     """
+    from branchnet.config import load_config
     from branchnet.steps.profile import profile as run
 
-    report = run(source, config, device, batch, repeats, warmup, input_size, out, write=not no_write)
+    cfg = load_config(config) if config is not None else None
+    report = run(source, cfg, device, batch, repeats, warmup, input_size, out, write=not no_write)
     if json_out:
         typer.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
