@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from branchnet.affinity.file import AffinityData, affinity_data
+from branchnet.affinity.measure import Measure
 from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
 from branchnet.errors import BadInput
 
@@ -147,3 +148,9 @@ def affinity_from_losses(losses: str | os.PathLike, out: str | os.PathLike,
     settings = {"measure": "fafs", "losses": str(losses), "images": int(len(next(iter(arrays.values())))),
                 "difficult": "loss >= the task's mean loss over the images"}
     return write_affinity_outputs(data, out, settings)
+
+
+#: FAFS: agreement of the tasks on which images are difficult, the same at every location.
+FAFS = Measure("fafs", "per-image losses (N, K) of each task's model",
+               lambda n, d, k: (n, k), lambda losses, tasks, locations: fafs_affinity(dict(zip(tasks, losses)),
+                                                                                   locations))

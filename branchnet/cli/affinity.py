@@ -70,12 +70,13 @@ def affinity(
     `branchnet affinity --config CFG --measure tag` trains the all-shared network in RUNS/tag
     (reused when trained alike) and writes RUNS/affinity-tag.npz.
     """
-    from branchnet.errors import BadInput, unknown_choice
+    from branchnet.errors import BadInput
     from branchnet.progress import say
     from branchnet.units import parse_budget
 
-    if measure not in ("rsa", "fafs", "tag"):
-        raise unknown_choice("affinity measure", measure, ("rsa", "fafs", "tag"))
+    from branchnet.steps.affinity import MEASURES
+
+    MEASURES.lookup(measure)  # an unknown name: BadInput listing the registered measures
     if (resume or force) and measure != "tag":
         raise BadInput("--resume and --force apply to --measure tag (the network it trains); RSA and FAFS "
                        "train nothing")

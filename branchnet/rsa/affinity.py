@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from branchnet.affinity.file import AffinityData, affinity_data
+from branchnet.affinity.measure import Measure
 from branchnet.devices import resolve_device
 from branchnet.errors import BadInput
 from branchnet.machine import free_cores, thread_limit
@@ -375,3 +376,13 @@ def affinity_to_data(result: AffinityResult, tasks: Sequence[str] | None = None,
         stage_params=stage_params, head_params=head_params, stage_flops=stage_flops, head_flops=head_flops,
         backbone=backbone, input_size=input_size, rdms=result.rdms, affinity_std=result.affinity_std, extra=extra,
     ).validate("affinity")
+
+
+def rsa_from_rdms(rdms: np.ndarray, tasks: Sequence[str], locations: Sequence[str]) -> AffinityData:
+    """The RSA affinity file of RDMs (N, D, K, K), without costs (:func:`rdm_affinity`)."""
+    return affinity_data(rdm_affinity(rdms, tasks, locations), tasks, locations, "rsa").validate("affinity")
+
+
+#: RSA (the paper's measure): Spearman between the tasks' RDMs at every location.
+RSA = Measure("rsa", "RDMs (N, D, K, K) of each task's features at every location",
+              lambda n, d, k: (n, d, k, k), rsa_from_rdms)

@@ -13,19 +13,25 @@ models are those of epoch E (the weights kept by ``train.keep_checkpoints``), wr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from branchnet.model_file import load_model
+from branchnet.affinity.fafs import FAFS
+from branchnet.affinity.measure import Measure
+from branchnet.affinity.tag import TAG
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
 from branchnet.devices import resolve_device
 from branchnet.train.acceleration import memory_format, prepare_model
 from branchnet.train.loaders import LoaderSettings, make_loader, to_device
 from branchnet.errors import BadInput
+from branchnet.model_file import load_model
+from branchnet.registry import Registry
+from branchnet.rsa.affinity import RSA
 from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, read_epoch_weights, single_dir
 
 
@@ -272,3 +278,19 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     if not dist_utils.is_main():
         return {}
     return write_affinity_outputs(data, out, settings)
+
+
+@dataclass(frozen=True)
+class MeasureStep:
+    """A registered affinity measure: what it computes (:class:`~branchnet.affinity.measure.Measure`)
+    and how ``branchnet affinity --config CFG --measure NAME`` gathers its evidence from a run
+    directory (``from_runs(config, runs, **options) -> {kind: path}``)."""
+
+    measure: Measure
+    from_runs: Callable[..., dict[str, Path]]
+
+
+#: ``branchnet affinity --measure`` and ``branchnet evaluate --measures``: name -> :class:`MeasureStep`.
+MEASURES: Registry[MeasureStep] = Registry("affinity measure", {
+    step.measure.name: step for step in (MeasureStep(RSA, affinity_from_runs), MeasureStep(FAFS, fafs_from_runs),
+                                         MeasureStep(TAG, tag_from_runs))})

@@ -45,13 +45,14 @@ from branchnet.runs import (MODEL_FILE, PARETO_FILE, RECORD_FILE, STUDY_SETTINGS
                             evaluation_config, evaluation_fingerprint, find_baselines, first_difference,
                             network_metrics, plan_network, read_json, read_metrics, read_record, study_network_dir,
                             study_settings)
+from branchnet.steps.affinity import MEASURES
 from branchnet.steps.commit import commit_network
 from branchnet.study.jobs import Costs, Job, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
-#: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``).
-KNOWN_MEASURES = ("rsa", "fafs", "tag")
+#: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``): the registry's.
+KNOWN_MEASURES = MEASURES.names
 #: Budgets when neither ``--budgets`` nor ``--sweep`` is given.
 DEFAULT_SWEEP = 3
 #: Random trees per budget when ``--random`` is not given.
