@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from branchnet.errors import BadInput
+from branchnet.moved import moved_attribute
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -176,13 +177,6 @@ def json_safe(obj: Any) -> Any:
     return str(obj)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Deprecated in 0.3.0 (goes in 0.4.0): :func:`json_safe`, the one JSON sanitiser."""
-    warnings.warn("branchnet.atomic.to_jsonable is deprecated; use branchnet.atomic.json_safe", DeprecationWarning,
-                  stacklevel=2)
-    return json_safe(obj)
-
-
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
@@ -257,3 +251,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"checkpoint {path} does not hold a branchnet checkpoint (a dict); retrain it")
     return obj
+
+
+#: Names that moved in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"to_jsonable": "branchnet.atomic:json_safe"}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

@@ -28,9 +28,11 @@ def alias_module(old: str, new: str) -> ModuleType:
 
 
 def moved_attribute(owner: str, name: str, moved: Mapping[str, str]) -> Any:
-    """For a module ``__getattr__``: ``name`` from its new module (``moved[name]``), with a warning;
-    AttributeError for any other name."""
+    """For a module ``__getattr__``: ``name`` from where it moved (``moved[name]``: its new module, or
+    ``"module:new_name"`` when it was renamed too), with a warning; AttributeError for any other name."""
     if name not in moved:
         raise AttributeError(f"module '{owner}' has no attribute '{name}'")
-    _warn(f"{owner}.{name}", f"{moved[name]}.{name}")
-    return getattr(importlib.import_module(moved[name]), name)
+    module, _, new_name = moved[name].partition(":")
+    new_name = new_name or name
+    _warn(f"{owner}.{name}", f"{module}.{new_name}")
+    return getattr(importlib.import_module(module), new_name)
