@@ -1,8 +1,12 @@
-"""Experiment configuration: a YAML file read with ``yaml.safe_load`` into typed sections.
+"""Experiment configuration: a YAML file read with ``yaml.safe_load`` into typed sections
+(:mod:`branchnet.schema`, re-exported here).
 
 Every key is checked: an unknown or mistyped key is a :class:`BadInput` that names it
 and suggests the closest valid one. Common values can be overridden from the command
 line (``--backbone``, ``--epochs`` ...) or generically with ``--set section.key=value``.
+A value that names a plug-in (``model.head``, ``train.optimizer``, ``train.schedule``,
+``train.weighting``, ``affinity.center``, a split) is checked against the registry that owns
+those names, which is why this module sits a floor above them (docs/architecture.md, "Floors").
 
 A config looks like ``configs/scenes.yaml``::
 
