@@ -5,4 +5,4 @@ representation similarity (RSA) at D branch points, search the branched tree of 
 task dissimilarity under a budget, train it, and choose budgeted task groupings.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -15,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from branchnet.errors import BadInput
+from branchnet.moved import moved_attribute
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -150,9 +152,29 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_json_default) + "\n")
 
 
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with numpy scalars and arrays turned into plain Python values."""
-    return json.loads(json.dumps(obj, default=_json_default))
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON data: numpy and torch scalars become numbers, paths strings,
+    tuples lists, and NaN or infinite numbers ``None`` (JSON has no NaN), so that writing the
+    metadata of a finished network can never fail."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    item = getattr(obj, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(obj, "ndim", 0) == 0:
+        return json_safe(item())
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return json_safe(tolist())
+    return str(obj)
 
 
 def _json_default(obj: Any) -> Any:
@@ -229,3 +251,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"checkpoint {path} does not hold a branchnet checkpoint (a dict); retrain it")
     return obj
+
+
+#: Names that moved in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"to_jsonable": "branchnet.atomic:json_safe"}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

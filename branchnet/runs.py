@@ -30,7 +30,9 @@ the first setting that differs, or retrains it with ``--force``. Δ_MTL is compu
 against single-task baselines whose training settings equal the branched network's (or,
 when the user names them with ``--baselines``, against those, recorded as such).
 
-Everything that decides a path, a fingerprint or reuse lives here; steps only ask.
+Everything that decides a path, a fingerprint or reuse lives here; steps only ask. The save
+epilogue that commits a trained network (``model.pt``, ``metrics.json``, then ``run.json``) is
+:func:`branchnet.steps.commit.commit_network`, a floor above the store, the networks and the loop.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import socket
 import sys
@@ -47,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from branchnet.atomic import atomic_write_json
-from branchnet.config import Config
+from branchnet.atomic import atomic_write_json, ensure_writable_dir, json_safe
+from branchnet.schema import Config
 from branchnet.errors import BadInput
+from branchnet.moved import moved_attribute
 
 RECORD_FORMAT = "branchnet.run/1"
 
@@ -309,32 +311,7 @@ def study_settings(config: Config) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------
-# JSON that cannot fail
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` as plain JSON data: numpy and torch scalars become numbers, paths strings,
-    tuples lists, and NaN or infinite numbers ``None`` (JSON has no NaN), so that writing the
-    metadata of a finished network can never fail."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return str(obj)
-    item = getattr(obj, "item", None)  # numpy / torch scalars
-    if callable(item) and getattr(obj, "ndim", 0) == 0:
-        return json_safe(item())
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):
-        return json_safe(tolist())
-    return str(obj)
+# JSON
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -466,9 +443,7 @@ def claim_network(plan: Plan, label: str, *, force: bool = False, resume: bool =
     0's). On leaving, the lock goes, and a network directory left empty (a failure before
     the first checkpoint) is removed.
     """
-    from branchnet.train import distributed
-
-    from branchnet.atomic import ensure_writable_dir
+    from branchnet import distributed  # torch: imported by the steps that train, not by the store
 
     directory = plan.directory
     lock = directory / LOCK_FILE
@@ -620,28 +595,6 @@ def network_metrics(model: Any, result: Any, config: Config, **fields: Any) -> d
     return json_safe(out)
 
 
-def commit_network(directory: str | os.PathLike, model: Any, config: Config, kind: str, fp: Mapping[str, Any],
-                   metrics: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
-    """The save epilogue of every trained network, on rank 0, in an order that never loses work:
-    ``model.pt`` first, then ``metrics.json`` (JSON that cannot fail), then the record
-    ``run.json`` that commits both, then drop the checkpoint and draw ``curves.png``; all
-    ranks wait at the end."""
-    from branchnet.nn.model_file import save_model
-    from branchnet.train import distributed
-
-    from branchnet.train.history import plot_curves
-
-    directory = Path(directory)
-    if distributed.is_main():
-        save_model(directory / MODEL_FILE, model, config, kind, dict(extra or {}))
-        atomic_write_json(directory / METRICS_FILE, json_safe(dict(metrics)))
-        write_record(directory, fp)
-        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
-        if metrics.get("history"):
-            plot_curves(directory / CURVES_FILE, metrics["history"], model.tasks)
-    distributed.barrier()
-
-
 # ---------------------------------------------------------------------------------
 # Baselines of Δ_MTL
 
@@ -712,3 +665,11 @@ def find_baselines(config: Config, runs: str | os.PathLike, tasks: Sequence[str]
         differences[task] = difference
     return Baselines(metrics, str(root / SINGLE_DIR), not differences, differences,
                      {t: r.model_sha256 for t, r in records.items()})
+
+
+#: Names that moved out of the run store in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"commit_network": "branchnet.steps.commit"}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 
 from branchnet.affinity import load_affinity
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.config import load_config
 from branchnet.data import build_dataset
 from branchnet.steps.train_single import train_single

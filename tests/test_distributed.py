@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import torch
 
 from branchnet.affinity import load_affinity
 from branchnet.config import load_config
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.steps.affinity import affinity_from_runs
 from branchnet.steps.build import build_tree
 from branchnet.steps.train_single import train_single
@@ -101,7 +101,7 @@ RANKS_SCRIPT = textwrap.dedent("""
     from branchnet.config import load_config
     from branchnet.data import build_dataset, build_tasks
     from branchnet.nn import NUM_STAGES, BranchedNet
-    from branchnet.train import distributed
+    from branchnet import distributed
     from branchnet.train.engine import fit
     from branchnet.train.weighting import build_weighting
     from branchnet.tree import shared_partitions

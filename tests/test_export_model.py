@@ -19,7 +19,7 @@ import torch
 from branchnet.config import load_config
 from branchnet.data import build_tasks
 from branchnet.nn.branched import BranchedNet
-from branchnet.nn.model_file import save_model
+from branchnet.model_file import save_model
 from conftest import TINY_CONFIG, assert_one_line_error
 
 TREE = [[["seg", "depth"]], [["seg", "depth"]], [["seg"], ["depth"]], [["seg"], ["depth"]]]
@@ -61,7 +61,7 @@ def write_model(directory: Path, config_text: str, partitions, kind: str = "bran
 
 
 def eager_outputs(model_path: Path, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    from branchnet.nn.model_file import load_model
+    from branchnet.model_file import load_model
 
     net = load_model(model_path).model.eval()
     with torch.no_grad():
@@ -199,7 +199,7 @@ def test_single_task_and_candidate_models_export(cli, tmp_path, kind, tasks, tre
 
 def test_check_catches_a_wrong_artefact_and_nothing_is_written(resnet_model, tmp_path, monkeypatch):
     from branchnet.deploy import export
-    from branchnet.nn.model_file import load_model
+    from branchnet.model_file import load_model
 
     net = load_model(resnet_model).model.eval()
     wrapper = export.InferenceNet(net)

@@ -129,7 +129,7 @@ class _TwoHeads(torch.nn.Module):
 
 def test_per_image_losses_are_each_image_alone():
     from branchnet.affinity.losses import per_image_losses
-    from branchnet.nn.model_file import LoadedModel
+    from branchnet.model_file import LoadedModel
     from branchnet.tasks import TaskSpec, make_task
 
     tasks = [make_task("seg", TaskSpec("segmentation", num_classes=4, ignore_index=255)),

@@ -9,7 +9,7 @@ import torch
 from branchnet.config import load_config
 from branchnet.data import build_tasks
 from branchnet.nn.branched import BranchedNet
-from branchnet.nn.model_file import save_model
+from branchnet.model_file import save_model
 from branchnet.steps.predict import load_for_prediction, prediction_figure
 from branchnet.tree import separate_partitions, shared_partitions
 from conftest import assert_one_line_error

@@ -18,7 +18,7 @@ import torch
 from branchnet.config import load_config
 from branchnet.data import build_tasks
 from branchnet.nn.branched import BranchedNet
-from branchnet.nn.model_file import save_model
+from branchnet.model_file import save_model
 from branchnet.tree import Tree, save_tree
 from conftest import TINY_CONFIG, assert_one_line_error
 

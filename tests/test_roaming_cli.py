@@ -15,7 +15,7 @@ import torch
 
 from branchnet.config import load_config
 from branchnet.data import build_dataset
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.train.evaluate import evaluate
 from branchnet.train.loaders import make_loader
 from branchnet.train.roaming import RoamingPlan, roaming_layers, update_period

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from branchnet.nn.backbones import NUM_STAGES
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.config import load_config
 from branchnet.tree import make_tree, save_tree
 from branchnet.units import format_count
@@ -195,7 +195,7 @@ def test_init_from_single_weights_is_said_beside_every_delta(cli, trained, tmp_p
 def test_the_model_is_saved_before_its_metadata(cli, trained, tmp_path, monkeypatch):
     """A failure while writing metrics.json after the training keeps model.pt, and the network
     is not committed (no run.json), so it is never reused as finished."""
-    import branchnet.runs as runs_module
+    import branchnet.steps.commit as runs_module
 
     config, _ = trained
     runs = fresh_runs(trained, tmp_path)

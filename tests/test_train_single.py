@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import branchnet.train.engine as engine
-from branchnet.nn.model_file import load_model
+from branchnet.model_file import load_model
 from branchnet.config import load_config
 from branchnet.runs import single_fingerprint
 from branchnet.steps.train_single import train_single

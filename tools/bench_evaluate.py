@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("BRANCHNET_QUIET", "1")
 
-    import branchnet.runs as runs_module
+    import branchnet.steps.commit as runs_module
     import branchnet.steps.evaluate as ev
     import branchnet.train.engine as engine
     from branchnet.config import load_config

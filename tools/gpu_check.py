@@ -706,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from branchnet.machine import thread_limit
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
 
     os.environ.setdefault("BRANCHNET_QUIET", "1")
     device = resolve_device(args.device, "--device")

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from branchnet.affinity.file import AffinityData
+from branchnet.affinity.file import AffinityData, affinity_data
+from branchnet.affinity.measure import Measure
+from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
 from branchnet.errors import BadInput
 
 #: Locations of an affinity file made from losses alone: ResNet's four stages
@@ -128,16 +130,10 @@ def fafs_affinity(losses: Mapping[str, Any], locations: Sequence[str] = DEFAULT_
     if not locations:
         raise BadInput("an affinity needs at least one location")
     matrix = fafs_matrix(np.stack(list(checked.values())))
-
-    def array(value: Any, dtype: type) -> np.ndarray | None:
-        return None if value is None else np.asarray(value, dtype=dtype)
-
-    return AffinityData(
-        affinity=np.repeat(matrix[None], len(locations), axis=0), tasks=list(checked), locations=locations,
-        stage_params=array(stage_params, np.int64), head_params=array(head_params, np.int64),
-        stage_flops=array(stage_flops, np.float64), head_flops=array(head_flops, np.float64),
-        backbone=backbone, input_size=tuple(int(v) for v in input_size) if input_size is not None else None,
-        measure="fafs",
+    return affinity_data(
+        np.repeat(matrix[None], len(locations), axis=0), list(checked), locations, "fafs",
+        stage_params=stage_params, head_params=head_params, stage_flops=stage_flops, head_flops=head_flops,
+        backbone=backbone, input_size=input_size,
     ).validate("FAFS affinity")
 
 
@@ -146,11 +142,15 @@ def affinity_from_losses(losses: str | os.PathLike, out: str | os.PathLike,
     """``branchnet affinity --measure fafs --losses L.npz --out A.npz``: write the FAFS affinity
     file (no costs) with affinity.json and the figures beside it; returns their paths.
     Nothing is written when the input is bad."""
-    from branchnet.rsa.outputs import check_out_path, write_affinity_outputs
-
     out = check_out_path(out)
     arrays = load_losses(losses)
     data = fafs_affinity(arrays, list(locations) if locations is not None else DEFAULT_LOCATIONS)
     settings = {"measure": "fafs", "losses": str(losses), "images": int(len(next(iter(arrays.values())))),
                 "difficult": "loss >= the task's mean loss over the images"}
     return write_affinity_outputs(data, out, settings)
+
+
+#: FAFS: agreement of the tasks on which images are difficult, the same at every location.
+FAFS = Measure("fafs", "per-image losses (N, K) of each task's model",
+               lambda n, d, k: (n, k), lambda losses, tasks, locations: fafs_affinity(dict(zip(tasks, losses)),
+                                                                                   locations))

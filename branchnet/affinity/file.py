@@ -15,6 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -126,6 +127,26 @@ class AffinityData:
                 raise BadInput(f"{source}: 'rdms' must have shape (N={n}, D={d}, K, K), got {r.shape}")
         self.affinity = a.astype(np.float64, copy=False)
         return self
+
+
+def affinity_data(affinity: Any, tasks: Sequence[str], locations: Sequence[str], measure: str, *,
+                  stage_params: Any = None, head_params: Any = None, stage_flops: Any = None,
+                  head_flops: Any = None, backbone: str | None = None, input_size: Sequence[int] | None = None,
+                  **fields: Any) -> AffinityData:
+    """An :class:`AffinityData` of any measure, the costs in the file's dtypes: ``affinity`` (D, N, N)
+    float64, ``stage_params`` (D,) and ``head_params`` (N,) int64, ``stage_flops`` (D,) and
+    ``head_flops`` (N,) float64, ``input_size`` (H, W); ``fields`` are the other attributes
+    (``rdms``, ``affinity_std``, ``extra``). Not validated: the caller names its source."""
+
+    def array(value: Any, dtype: type) -> np.ndarray | None:
+        return None if value is None else np.asarray(value, dtype=dtype)
+
+    return AffinityData(
+        affinity=np.asarray(affinity, dtype=np.float64), tasks=list(tasks), locations=list(locations),
+        stage_params=array(stage_params, np.int64), head_params=array(head_params, np.int64),
+        stage_flops=array(stage_flops, np.float64), head_flops=array(head_flops, np.float64),
+        backbone=backbone, input_size=tuple(int(v) for v in input_size) if input_size is not None else None,
+        measure=measure, **fields)
 
 
 _KNOWN = {"affinity", "tasks", "locations", "stage_params", "head_params", "stage_flops", "head_flops",

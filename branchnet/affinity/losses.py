@@ -22,8 +22,8 @@ def per_image_losses(model: Any, task: Any, dataset: torch.utils.data.Dataset, *
     """(K,) float64: the loss of ``task`` on each of the first K images of ``dataset``.
 
     Args:
-        model: a :class:`~branchnet.nn.model_file.LoadedModel` (from
-            :func:`~branchnet.nn.model_file.load_model`) or a :class:`~branchnet.nn.branched.BranchedNet`
+        model: a :class:`~branchnet.model_file.LoadedModel` (from
+            :func:`~branchnet.model_file.load_model`) or a :class:`~branchnet.nn.branched.BranchedNet`
             that solves ``task``; it runs in eval mode (its mode is restored afterwards).
         task: the task's name, or a :class:`~branchnet.tasks.Task` (its ``loss_terms`` score).
         dataset: yields ``(image (3, H, W), {task: target})``, e.g.

@@ -50,8 +50,10 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from branchnet.affinity.file import AffinityData, affinity_data
+from branchnet.affinity.measure import Measure
 from branchnet.errors import BadInput
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.train.hooks import FitContext, TrainingHook
 
 
@@ -146,6 +148,16 @@ def tag_affinity(z: np.ndarray) -> np.ndarray:
         out[d] = s[d] / scale
         np.fill_diagonal(out[d], 1.0)
     return out
+
+
+def tag_from_lookahead(z: np.ndarray, tasks: Sequence[str], locations: Sequence[str]) -> AffinityData:
+    """The TAG affinity file of mean lookahead matrices ``z`` (D, N, N), without costs."""
+    return affinity_data(tag_affinity(z), tasks, locations, "tag").validate("TAG affinity")
+
+
+#: TAG: how one task's lookahead update changes the others' losses, at every location.
+TAG = Measure("tag", "mean lookahead matrices Z (D, N, N) measured during all-shared training",
+              lambda n, d, k: (d, n, n), tag_from_lookahead)
 
 
 class TagHook(TrainingHook):

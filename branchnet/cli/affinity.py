@@ -70,12 +70,13 @@ def affinity(
     `branchnet affinity --config CFG --measure tag` trains the all-shared network in RUNS/tag
     (reused when trained alike) and writes RUNS/affinity-tag.npz.
     """
-    from branchnet.errors import BadInput, unknown_choice
+    from branchnet.errors import BadInput
     from branchnet.progress import say
     from branchnet.units import parse_budget
 
-    if measure not in ("rsa", "fafs", "tag"):
-        raise unknown_choice("affinity measure", measure, ("rsa", "fafs", "tag"))
+    from branchnet.steps.affinity import MEASURES
+
+    MEASURES.lookup(measure)  # an unknown name: BadInput listing the registered measures
     if (resume or force) and measure != "tag":
         raise BadInput("--resume and --force apply to --measure tag (the network it trains); RSA and FAFS "
                        "train nothing")
@@ -105,8 +106,8 @@ def affinity(
     if bootstrap is not None and (bootstrap < 0 or bootstrap == 1):
         raise BadInput(f"--bootstrap {bootstrap}: give 0 (none) or at least 2 resamples (e.g. 100)")
 
-    from branchnet.rsa.outputs import check_out_path
-    from branchnet.train.devices import resolve_device
+    from branchnet.affinity.outputs import check_out_path
+    from branchnet.devices import resolve_device
     from branchnet.rsa.rdm import check_center, parse_pool
 
     pool_size = parse_pool(pool) if pool is not None else None
@@ -120,7 +121,7 @@ def affinity(
                     save_rdms=save_rdms, max_memory=memory, device=device, progress=not quiet)
 
     if features is not None:
-        from branchnet.rsa.outputs import affinity_from_features
+        from branchnet.rsa.features import affinity_from_features
 
         if out is None:
             if runs is None:
@@ -174,9 +175,9 @@ def _tag(config: Optional[Path], runs: Optional[Path], set_: Optional[list[str]]
                        "measures on its training batches); drop it")
     if config is None:
         raise BadInput("--measure tag needs --config CFG: it trains the config's all-shared network")
-    from branchnet.rsa.outputs import check_out_path
+    from branchnet.affinity.outputs import check_out_path
     from branchnet.steps.affinity import tag_from_runs
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     if out is not None:
         check_out_path(out)

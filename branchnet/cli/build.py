@@ -1,4 +1,4 @@
-"""``branchnet build`` and ``branchnet export``: tree search under a budget, graph exports."""
+"""``branchnet build``: the tree search under a budget (the step is :mod:`branchnet.steps.build`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from branchnet.cli.app import OutOption, QuietOption, app
+from branchnet.moved import moved_attribute
 
 
 def _parse_costs(text: str | None, what: str) -> list[float] | None:
@@ -30,7 +31,8 @@ def _parse_costs(text: str | None, what: str) -> list[float] | None:
 
 
 def _backbone_costs(data, config: Path | None, backbone: str | None, input_size: tuple[int, int] | None):
-    """(affinity data relabelled with the backbone and size, costs) for --backbone/--input-size."""
+    """(affinity data relabelled with the backbone and size, costs, the loaded config) for
+    --backbone/--input-size/--config: the config is read here, once, for every use of it."""
     import dataclasses
 
     from branchnet.config import load_config
@@ -43,7 +45,7 @@ def _backbone_costs(data, config: Path | None, backbone: str | None, input_size:
     costs = costs_from_backbone(cfg, data.tasks, backbone, input_size)
     data = dataclasses.replace(data, backbone=backbone or cfg.model.backbone,
                                input_size=tuple(input_size) if input_size else cfg.image_size)
-    return data, costs
+    return data, costs, cfg
 
 
 @app.command("build")
@@ -116,9 +118,9 @@ def build(
     data = load_affinity(affinity)
     budget = parse_budget(params, "params budget") if params is not None else None
     flops_budget = parse_budget(flops, "FLOPs budget") if flops is not None else None
-    costs = {}
+    costs, cfg = {}, None
     if backbone is not None or input_size is not None or config is not None:
-        data, costs = _backbone_costs(data, config, backbone, input_size)
+        data, costs, cfg = _backbone_costs(data, config, backbone, input_size)
     costs.update({k: v for k, v in dict(stage_params=_parse_costs(stage_params, "--stage-params"),
                  head_params=_parse_costs(head_params, "--head-params"),
                  stage_flops=_parse_costs(stage_flops, "--stage-flops"),
@@ -130,8 +132,7 @@ def build(
     if latency_budget is not None:
         from branchnet.steps.build import config_for_latency, latency_probe
 
-        cfg = config_for_latency(config, data, affinity)
-        probe = latency_probe(cfg, data, Path(affinity).parent, profile_device or "cpu", batch or 1)
+        probe = latency_probe(config_for_latency(cfg, data, affinity), data, Path(affinity).parent, profile_device or "cpu", batch or 1)
         if not quiet:
             from branchnet.progress import say
 
@@ -210,7 +211,7 @@ def _population(affinity: Path, params: str | None, random: int | None, seed: in
     budget = parse_budget(params, "params budget") if params is not None else None
     costs: dict = {}
     if backbone is not None or input_size is not None or config is not None:
-        data, costs = _backbone_costs(data, config, backbone, input_size)
+        data, costs, _ = _backbone_costs(data, config, backbone, input_size)
     costs.update(explicit)
     group_cost = group_cost_for(cost, data, shared_metrics, affinity, model)
     population = list_trees(data, budget, random=random, seed=seed, exhaustive=exhaustive,
@@ -235,24 +236,9 @@ def _population(affinity: Path, params: str | None, random: int | None, seed: in
         say(f"wrote {out}")
 
 
-@app.command("export")
-def export(
-    tree: Annotated[Path, typer.Argument(help="A tree.json from `branchnet build`.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="json | graphml | gml | dot | mermaid | png | svg")],
-    out: OutOption = None,
-    quiet: QuietOption = False,
-) -> None:
-    """Export a tree.json as a graph: nodes (stage, group) with tasks/params/FLOPs, heads as leaves."""
-    from branchnet.errors import unknown_choice
-    from branchnet.tree.export import FORMATS, default_export_path, export_tree
-    from branchnet.tree import load_tree
+#: Names that moved in 0.3.0 (docs/architecture.md, "Moved modules").
+_MOVED = {"export": "branchnet.cli.export"}
 
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise unknown_choice("export format", fmt, FORMATS)
-    loaded = load_tree(tree)
-    path = export_tree(loaded, out if out is not None else default_export_path(tree, fmt), fmt)
-    if not quiet:
-        from branchnet.progress import say
 
-        say(f"wrote {path}")
+def __getattr__(name: str):
+    return moved_attribute(__name__, name, _MOVED)

@@ -1,80 +1,12 @@
-"""``branchnet export-model`` and ``branchnet profile``: ship a trained network, measure its latency."""
+"""Moved in 0.3.0: each command has its module, :mod:`branchnet.cli.export_model` and
+:mod:`branchnet.cli.profile`; this old path goes in 0.4.0."""
 
-from __future__ import annotations
+import warnings
 
-import json
-from pathlib import Path
-from typing import Annotated, Optional
+from branchnet.cli.export_model import export_model
+from branchnet.cli.profile import profile
 
-import typer
+warnings.warn("branchnet.cli.deploy moved to branchnet.cli.export_model and branchnet.cli.profile; the old path "
+              "goes in branchnet 0.4.0", DeprecationWarning, stacklevel=2)
 
-from branchnet.cli.app import OutOption, QuietOption, app
-
-
-@app.command("export-model")
-def export_model(
-    model: Annotated[Path, typer.Argument(help="A model.pt (RUNS/branched/<name>/, RUNS/single/<task>/ or RUNS/groupings/<group>/).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="torchscript | onnx | exported-program")],
-    out: OutOption = None,
-    input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W of the export and its check (default: the model's training size).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout.")] = False,
-    quiet: QuietOption = False,
-) -> None:
-    """Write a standalone inference artefact with one named output per task.
-
-    TorchScript and ExportedProgram return a dict task -> tensor, ONNX names its outputs
-    after the tasks (input `image`, dynamic batch). The artefact is reloaded and compared
-    with the eager network on random inputs before it is kept; the tolerance is printed.
-    Default path: model.torchscript.pt, model.onnx or model.pt2 beside the model.
-    """
-    from branchnet.steps.export_model import export_model as run
-
-    result = run(model, fmt, out, input_size)
-    if json_out:
-        typer.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
-    elif not quiet:
-        opset = f", opset {result.opset}" if result.opset is not None else ""
-        convs = ""
-        if result.convolutions:
-            convs = (f"; {result.convolutions[0]} convolutions in its graph for the network's "
-                     f"{result.convolutions[1]} Conv2d modules (each encoder node runs once)")
-        typer.echo(f"wrote {result.path} ({result.format}, exporter: {result.exporter}{opset}); input "
-                   f"'image' (B, 3, {result.input_size[0]}, {result.input_size[1]}), outputs "
-                   f"{', '.join(result.tasks)}{convs}")
-        typer.echo(result.check.line())
-        for note in result.notes:
-            typer.echo(f"note: {note}")
-
-
-@app.command("profile")
-def profile(
-    source: Annotated[Path, typer.Argument(help="A model.pt (trained weights) or a tree.json (random weights; needs --config).")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Config whose task heads build a tree.json's network.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8.")] = "1",
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed rounds per part (after the warm-up).")] = 20,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed rounds first.")] = 3,
-    input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W of the images (default: the model's or config's size).")] = None,
-    out: OutOption = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON on stdout instead of tables.")] = False,
-    no_write: Annotated[bool, typer.Option("--no-write", help="Do not write <stem>.profile-<device>.json/.png.")] = False,
-    quiet: QuietOption = False,
-) -> None:
-    """Latency per encoder node, per head and end to end, and memory peak, beside the
-    all-shared and all-separate networks of the same config, measured in the same run.
-
-    Median and interquartile spread after warm-up (torch.cuda.synchronize around each
-    call on CUDA). Writes <stem>.profile-<device>.json and .png beside SOURCE (or --out).
-    """
-    from branchnet.steps.profile import profile as run
-
-    report = run(source, config, device, batch, repeats, warmup, input_size, out, write=not no_write)
-    if json_out:
-        typer.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
-    else:
-        report.print()
-    if not quiet:
-        from branchnet.progress import say
-
-        for path in report.written:
-            say(f"wrote {path}")
+__all__ = ["export_model", "profile"]

@@ -51,7 +51,7 @@ def evaluate(
     ranks share the networks (one per rank at a time, each on its own device).
     """
     from branchnet.steps.evaluate import evaluate as run_evaluate
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     cfg, runs_dir = resolve_config(config, runs, set_, device=device)
     distributed.init_from_env(cfg.train.device)

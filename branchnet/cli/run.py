@@ -34,7 +34,7 @@ def run(
     interrupted run continues where it stopped when started again.
     """
     from branchnet.steps.run import run_pipeline
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     cfg, runs_dir = resolve_config(config, runs, set_, backbone=backbone, epochs=epochs, batch_size=batch_size,
                                    image_size=image_size, device=device)

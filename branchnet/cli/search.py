@@ -49,7 +49,7 @@ def search(
     its trees on seeds the search never saw.
     """
     from branchnet.steps.search import search as run_search
-    from branchnet.train import distributed
+    from branchnet import distributed
 
     cfg, runs_dir = resolve_config(config, runs, set_, device=device)
     distributed.init_from_env(cfg.train.device)

@@ -46,7 +46,7 @@ def train(
     settings stops with exit 2 unless --force. Runs under torchrun for several GPUs (or CPU
     processes with gloo).
     """
-    from branchnet.train import distributed
+    from branchnet import distributed
     from branchnet.steps.train_branched import train_branched
 
     sets = list(set_ or [])

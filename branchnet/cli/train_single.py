@@ -29,7 +29,7 @@ def train_single(
     Writes RUNS/single/<task>/model.pt and metrics.json; models already trained are
     skipped unless --force.
     """
-    from branchnet.train import distributed
+    from branchnet import distributed
     from branchnet.steps.train_single import train_single as run
 
     cfg, runs_dir = resolve_config(config, runs, set_, backbone=backbone, epochs=epochs, batch_size=batch_size,

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from branchnet.config import AugmentConfig
+from branchnet.schema import AugmentConfig
 from branchnet.data.ondisk import nearest_index
 from branchnet.errors import BadInput
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from branchnet.config import ModelConfig
+from branchnet.schema import ModelConfig
 from branchnet.errors import BadInput, unknown_choice
 
 #: Every supported encoder is split into this many stages (D).

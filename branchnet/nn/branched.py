@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from branchnet.nn.backbones import StageLayout, build_stages, clone_stage, count_flops, count_params
-from branchnet.config import ModelConfig
+from branchnet.schema import ModelConfig
 from branchnet.errors import BadInput
 from branchnet.nn.heads import build_head
 from branchnet.tasks import Task

@@ -34,14 +34,17 @@ Parameters and FLOPs of each head enter ``head_params`` / ``head_flops`` of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from branchnet.config import DENSE_HEADS, ModelConfig
 from branchnet.errors import BadInput, unknown_choice
+from branchnet.registry import Registry
+from branchnet.schema import ModelConfig
 
 
 def _as_list(features) -> list[torch.Tensor]:
@@ -178,8 +181,31 @@ class ImageHead(nn.Module):
         return self.classify(torch.cat(pooled, 1))
 
 
+@dataclass(frozen=True)
+class HeadKind:
+    """A registered head: whether it decodes dense tasks (else image-level ones), and how it is
+    built from the last stage's channels, the task's output channels and the model section."""
+
+    dense: bool
+    build: Callable[[list[int], int, ModelConfig], nn.Module]
+
+
+#: ``model.head`` / ``model.heads[task]``: name -> :class:`HeadKind`.
+HEADS: Registry[HeadKind] = Registry("head", {
+    "simple": HeadKind(True, lambda c, out, m: DenseHead(c, out, m.head_channels)),
+    "aspp": HeadKind(True, lambda c, out, m: ASPPHead(c, out, m.head_channels, m.aspp_rates)),
+    "psp": HeadKind(True, lambda c, out, m: PSPHead(c, out, m.head_channels, m.psp_bins)),
+    "fcn": HeadKind(True, lambda c, out, m: FCNHead(c, out, m.fcn_layers, m.fcn_widths)),
+    "linear": HeadKind(False, lambda c, out, m: ImageHead(c, out)),
+})
+#: The decoders of dense tasks (the values of ``model.head``); image-level tasks take the others.
+DENSE_HEADS = tuple(name for name, kind in HEADS.items() if kind.dense)
+#: The heads of image-level tasks.
+IMAGE_HEADS = tuple(name for name, kind in HEADS.items() if not kind.dense)
+
+
 def head_name(task, model: ModelConfig) -> str:
-    """The head ``task`` gets: ``model.heads[task]``, else ``model.head`` (dense) or ``linear``.
+    """The head ``task`` gets: ``model.heads[task]``, else ``model.head`` (dense) or the image-level head.
 
     :class:`BadInput` (one line) for an unknown head, a dense decoder asked for an
     image-level task or ``linear`` for a dense task.
@@ -187,32 +213,22 @@ def head_name(task, model: ModelConfig) -> str:
     name = model.heads.get(task.name)
     explicit = name is not None
     if name is None:
-        name = model.head if task.dense else "linear"
-    valid = DENSE_HEADS + ("linear",)
-    if name not in valid:
+        name = model.head if task.dense else IMAGE_HEADS[0]
+    if name not in HEADS:
         key = f"model.heads.{task.name}" if explicit else "model.head"
-        raise unknown_choice(f"head in {key}", name, valid)
-    if not task.dense and name != "linear":
+        raise unknown_choice(f"head in {key}", name, HEADS.names)
+    if not task.dense and HEADS[name].dense:
         raise BadInput(f"task '{task.name}' is image-level ({task.type_name}) but model.heads.{task.name} is "
                        f"'{name}', a dense decoder; image-level tasks take the 'linear' head (remove the entry)")
-    if task.dense and name == "linear":
+    if task.dense and not HEADS[name].dense:
         key = f"model.heads.{task.name}" if explicit else "model.head"
-        raise BadInput(f"task '{task.name}' is dense ({task.type_name}) but {key} is 'linear', the image-level "
+        raise BadInput(f"task '{task.name}' is dense ({task.type_name}) but {key} is '{name}', the image-level "
                        f"head; pick a dense decoder: {', '.join(DENSE_HEADS)}")
     return name
 
 
 def build_head(task, in_channels: Sequence[int], model: ModelConfig) -> nn.Module:
-    """The head of ``task`` (a :class:`branchnet.tasks.Task`) on features with ``in_channels``."""
-    name = head_name(task, model)
-    channels = list(in_channels)
-    out = task.out_channels
-    if name == "linear":
-        return ImageHead(channels, out)
-    if name == "aspp":
-        return ASPPHead(channels, out, model.head_channels, model.aspp_rates)
-    if name == "psp":
-        return PSPHead(channels, out, model.head_channels, model.psp_bins)
-    if name == "fcn":
-        return FCNHead(channels, out, model.fcn_layers, model.fcn_widths)
-    return DenseHead(channels, out, model.head_channels)
+    """The head of ``task`` (a :class:`branchnet.tasks.Task`) on features with ``in_channels``
+    (one entry per resolution of the last stage): dense heads end in (B, out, H, W) at the
+    input size, image-level ones in (B, out)."""
+    return HEADS[head_name(task, model)].build(list(in_channels), task.out_channels, model)

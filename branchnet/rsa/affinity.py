@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from branchnet.machine import free_cores, thread_limit
-from branchnet.train.devices import resolve_device
+from branchnet.affinity.file import AffinityData, affinity_data
+from branchnet.affinity.measure import Measure
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput
+from branchnet.machine import free_cores, thread_limit
 from branchnet.rsa import device as on_device
 from branchnet.rsa.rdm import (MIN_IMAGES, Workspace, check_center, default_max_memory, num_images,
                                parallel_rows, rdms_on_device, resolve_backend)
@@ -358,29 +360,29 @@ def _compute_affinity(source: FeatureSource, images: int | None, center: str, po
 def affinity_to_data(result: AffinityResult, tasks: Sequence[str] | None = None,
                      locations: Sequence[str] | None = None, *, stage_params: Any = None,
                      head_params: Any = None, stage_flops: Any = None, head_flops: Any = None,
-                     backbone: str | None = None, input_size: tuple[int, int] | None = None):
+                     backbone: str | None = None, input_size: tuple[int, int] | None = None) -> AffinityData:
     """An :class:`~branchnet.affinity.AffinityData` for ``save_affinity`` from a result and costs.
 
     ``tasks``/``locations`` override the names in ``result`` (same lengths). The bootstrap
     interval goes to ``extra`` as ``affinity_low`` / ``affinity_high`` (D, N, N).
     """
-    from branchnet.affinity import AffinityData
-
     extra = {}
     if result.affinity_low is not None:
         extra["affinity_low"] = np.asarray(result.affinity_low, dtype=np.float64)
         extra["affinity_high"] = np.asarray(result.affinity_high, dtype=np.float64)
-
-    def array(value: Any, dtype: type) -> np.ndarray | None:
-        return None if value is None else np.asarray(value, dtype=dtype)
-
-    return AffinityData(
-        affinity=np.asarray(result.affinity, dtype=np.float64),
-        tasks=list(tasks) if tasks is not None else list(result.tasks),
-        locations=list(locations) if locations is not None else list(result.locations),
-        stage_params=array(stage_params, np.int64), head_params=array(head_params, np.int64),
-        stage_flops=array(stage_flops, np.float64), head_flops=array(head_flops, np.float64),
-        rdms=result.rdms, affinity_std=result.affinity_std, backbone=backbone,
-        input_size=tuple(int(v) for v in input_size) if input_size is not None else None,
-        extra=extra, measure="rsa",
+    return affinity_data(
+        result.affinity, tasks if tasks is not None else result.tasks,
+        locations if locations is not None else result.locations, "rsa",
+        stage_params=stage_params, head_params=head_params, stage_flops=stage_flops, head_flops=head_flops,
+        backbone=backbone, input_size=input_size, rdms=result.rdms, affinity_std=result.affinity_std, extra=extra,
     ).validate("affinity")
+
+
+def rsa_from_rdms(rdms: np.ndarray, tasks: Sequence[str], locations: Sequence[str]) -> AffinityData:
+    """The RSA affinity file of RDMs (N, D, K, K), without costs (:func:`rdm_affinity`)."""
+    return affinity_data(rdm_affinity(rdms, tasks, locations), tasks, locations, "rsa").validate("affinity")
+
+
+#: RSA (the paper's measure): Spearman between the tasks' RDMs at every location.
+RSA = Measure("rsa", "RDMs (N, D, K, K) of each task's features at every location",
+              lambda n, d, k: (n, d, k, k), rsa_from_rdms)

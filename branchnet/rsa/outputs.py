@@ -1,94 +1,12 @@
-"""Writing an affinity result: affinity.npz, affinity.json and the figures, and the
-``--features`` pipeline that produces them."""
+"""Moved in 0.3.0: the writer of every measure to :mod:`branchnet.affinity.outputs`, the
+``--features`` pipeline to :mod:`branchnet.rsa.features`; this old path goes in 0.4.0."""
 
-from __future__ import annotations
+import warnings
 
-import os
-from pathlib import Path
-from typing import Any
+from branchnet.affinity.outputs import affinity_json, check_out_path, output_paths, write_affinity_outputs
+from branchnet.rsa.features import affinity_from_features
 
-import numpy as np
+warnings.warn("branchnet.rsa.outputs moved to branchnet.affinity.outputs and branchnet.rsa.features; the old "
+              "path goes in branchnet 0.4.0", DeprecationWarning, stacklevel=2)
 
-from branchnet.affinity import AffinityData, save_affinity
-from branchnet.errors import BadInput
-from branchnet.atomic import atomic_write_json, ensure_writable_dir, to_jsonable
-
-
-def output_paths(out_npz: str | os.PathLike) -> dict[str, Path]:
-    """The files written for ``out_npz``: npz, json, heatmap png, depth png (beside each other)."""
-    out = Path(out_npz)
-    return {"npz": out, "json": out.with_suffix(".json"), "heatmaps": out.with_suffix(".png"),
-            "depth": out.with_name(out.stem + "_depth.png")}
-
-
-def check_out_path(out_npz: str | os.PathLike) -> Path:
-    """BadInput unless ``out_npz`` ends in ``.npz``."""
-    out = Path(out_npz)
-    if out.suffix.lower() != ".npz":
-        raise BadInput(f"--out {out} must be an .npz file (e.g. runs/exp/affinity.npz)")
-    if out.exists() and out.is_dir():
-        raise BadInput(f"--out {out} is a directory; give a file name ending in .npz")
-    return out
-
-
-def affinity_json(data: AffinityData, settings: dict[str, Any]) -> dict[str, Any]:
-    """The content of affinity.json: the npz's arrays (RDMs only by shape) plus the settings used."""
-    content: dict[str, Any] = {"measure": data.measure, "tasks": list(data.tasks), "locations": list(data.locations),
-                               "affinity": np.asarray(data.affinity)}
-    for key in ("stage_params", "head_params", "stage_flops", "head_flops", "affinity_std"):
-        value = getattr(data, key)
-        if value is not None:
-            content[key] = np.asarray(value)
-    for key, value in data.extra.items():
-        content[key] = np.asarray(value)
-    if data.backbone is not None:
-        content["backbone"] = data.backbone
-    if data.input_size is not None:
-        content["input_size"] = list(data.input_size)
-    if data.rdms is not None:
-        content["rdms_shape"] = list(np.asarray(data.rdms).shape)
-    content["settings"] = settings
-    return to_jsonable(content)
-
-
-def write_affinity_outputs(data: AffinityData, out_npz: str | os.PathLike,
-                           settings: dict[str, Any]) -> dict[str, Path]:
-    """Write affinity.npz (``save_affinity``), affinity.json beside it and the two figures.
-
-    Every file is written atomically. Returns the paths by kind (npz, json, heatmaps, depth).
-    """
-    from branchnet.rsa.plots import plot_affinity_by_depth, plot_affinity_heatmaps
-
-    paths = output_paths(check_out_path(out_npz))
-    data.validate(str(paths["npz"]))
-    content = affinity_json(data, settings)
-    ensure_writable_dir(paths["npz"].parent)
-    save_affinity(paths["npz"], data)
-    atomic_write_json(paths["json"], content)
-    plot_affinity_heatmaps(data, paths["heatmaps"])
-    plot_affinity_by_depth(data, paths["depth"])
-    return paths
-
-
-def affinity_from_features(features: str | os.PathLike, out: str | os.PathLike, *, images: int | None = None,
-                           center: str = "images", pool: int | None = None, bootstrap: int = 0, seed: int = 0,
-                           save_rdms: bool = False, max_memory: int | None = None, device: str = "cpu",
-                           progress: bool = True) -> dict[str, Path]:
-    """``branchnet affinity --features F.npz --out A.npz``: affinity of features extracted elsewhere.
-
-    Reads ``features`` (docs/design.md own-features format) through
-    :class:`~branchnet.rsa.sources.NpzFeatureSource`, computes the affinity
-    (:func:`~branchnet.rsa.affinity.compute_affinity`; spill files, if any, go beside
-    ``out``) and writes the outputs (:func:`write_affinity_outputs`). Nothing is written
-    when the input is bad.
-    """
-    from branchnet.rsa.affinity import affinity_to_data, compute_affinity
-    from branchnet.rsa.sources import NpzFeatureSource
-
-    out = check_out_path(out)
-    source = NpzFeatureSource(features)
-    result = compute_affinity(source, images=images, center=center, pool=pool, bootstrap=bootstrap, seed=seed,
-                              max_memory=max_memory, spill_dir=out.parent if str(out.parent) else Path("."),
-                              device=device, keep_rdms=save_rdms, progress=progress)
-    settings = dict(result.settings, features=str(features))
-    return write_affinity_outputs(affinity_to_data(result), out, settings)
+__all__ = ["affinity_from_features", "affinity_json", "check_out_path", "output_paths", "write_affinity_outputs"]

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from branchnet.machine import available_ram, free_cores, thread_limit
-from branchnet.train.devices import resolve_device
+from branchnet.devices import resolve_device
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.rsa import device as on_device
 from branchnet.rsa.gram import SpillFile, gram, gram_from_file, product, products_with_file, read_rows, tile_rows

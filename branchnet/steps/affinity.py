@@ -13,19 +13,25 @@ models are those of epoch E (the weights kept by ``train.keep_checkpoints``), wr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from branchnet.nn.model_file import load_model
+from branchnet.affinity.fafs import FAFS
+from branchnet.affinity.measure import Measure
+from branchnet.affinity.tag import TAG
 from branchnet.config import Config, load_config
 from branchnet.data import build_dataset
-from branchnet.train.devices import resolve_device
+from branchnet.devices import resolve_device
 from branchnet.train.acceleration import memory_format, prepare_model
 from branchnet.train.loaders import LoaderSettings, make_loader, to_device
 from branchnet.errors import BadInput
+from branchnet.model_file import load_model
+from branchnet.registry import Registry
+from branchnet.rsa.affinity import RSA
 from branchnet.runs import MODEL_FILE, affinity_path, find_baselines, read_epoch_weights, single_dir
 
 
@@ -112,7 +118,8 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
     ``<runs>/affinity.npz``) with costs, plus ``affinity.json`` and the figures; returns
     their paths.
     """
-    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool, write_affinity_outputs
+    from branchnet.affinity.outputs import write_affinity_outputs
+    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
@@ -147,7 +154,7 @@ def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Pat
     from branchnet.affinity.fafs import fafs_affinity
     from branchnet.affinity.losses import per_image_losses
     from branchnet.progress import progress_bar
-    from branchnet.rsa import write_affinity_outputs
+    from branchnet.affinity.outputs import write_affinity_outputs
 
     runs = Path(runs)
     out = Path(out) if out is not None else affinity_path(runs, "fafs", epoch)
@@ -209,16 +216,16 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     """
     import numpy as np
 
-    from branchnet.affinity.file import AffinityData
+    from branchnet.affinity.file import affinity_data
     from branchnet.affinity.tag import TagHook, tag_affinity
     from branchnet.atomic import ensure_writable_dir
     from branchnet.data import build_tasks, prepare_splits
     from branchnet.nn import NUM_STAGES, BranchedNet
     from branchnet.progress import say
-    from branchnet.rsa.outputs import check_out_path, write_affinity_outputs
-    from branchnet.runs import (commit_network, network_metrics, plan_network, read_metrics, read_record,
-                                tag_dir)
-    from branchnet.train import distributed as dist_utils
+    from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
+    from branchnet.runs import network_metrics, plan_network, read_metrics, read_record, tag_dir
+    from branchnet.steps.commit import commit_network
+    from branchnet import distributed as dist_utils
     from branchnet.train.engine import fit
     from branchnet.tree import shared_partitions
 
@@ -257,13 +264,11 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
         commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     z = np.asarray(metrics["tag"]["z"], dtype=np.float64)
     record, _ = read_record(plan.directory)
-    data = AffinityData(
-        affinity=tag_affinity(z), tasks=list(names), locations=list(metrics["locations"]),
-        stage_params=np.asarray(metrics["stage_params"], np.int64),
-        head_params=np.asarray([metrics["head_params"][t] for t in names], np.int64),
-        stage_flops=np.asarray(metrics["stage_flops"], np.float64),
-        head_flops=np.asarray([metrics["head_flops"][t] for t in names], np.float64),
-        backbone=cfg.model.backbone, input_size=cfg.image_size, measure="tag",
+    data = affinity_data(
+        tag_affinity(z), names, metrics["locations"], "tag", stage_params=metrics["stage_params"],
+        head_params=[metrics["head_params"][t] for t in names], stage_flops=metrics["stage_flops"],
+        head_flops=[metrics["head_flops"][t] for t in names], backbone=cfg.model.backbone,
+        input_size=cfg.image_size,
         extra={"tag_z": z, "tag_steps": np.asarray(int(metrics["tag"]["steps"]), np.int64)})
     settings = {"measure": "tag", "source": "all-shared network trained with the lookahead", "runs": str(runs),
                 "network": str(plan.directory), "tag_every": int(metrics["tag"]["every"]),
@@ -273,3 +278,19 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     if not dist_utils.is_main():
         return {}
     return write_affinity_outputs(data, out, settings)
+
+
+@dataclass(frozen=True)
+class MeasureStep:
+    """A registered affinity measure: what it computes (:class:`~branchnet.affinity.measure.Measure`)
+    and how ``branchnet affinity --config CFG --measure NAME`` gathers its evidence from a run
+    directory (``from_runs(config, runs, **options) -> {kind: path}``)."""
+
+    measure: Measure
+    from_runs: Callable[..., dict[str, Path]]
+
+
+#: ``branchnet affinity --measure`` and ``branchnet evaluate --measures``: name -> :class:`MeasureStep`.
+MEASURES: Registry[MeasureStep] = Registry("affinity measure", {
+    step.measure.name: step for step in (MeasureStep(RSA, affinity_from_runs), MeasureStep(FAFS, fafs_from_runs),
+                                         MeasureStep(TAG, tag_from_runs))})

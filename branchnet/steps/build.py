@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from branchnet.affinity import AffinityData
+from branchnet.config import Config
 from branchnet.tree import save_tree, separate_tree, shared_tree
 from branchnet.tree.group_cost import GroupCost
 from branchnet.tree.report import BuildReport, plot_sweep
@@ -247,17 +248,18 @@ class LatencyProbe:
                 "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def config_for_latency(config: str | os.PathLike | None, affinity: AffinityData,
-                       affinity_path: str | os.PathLike | None) -> Any:
-    """The config whose heads the latency is measured with: ``config``, else the one stored in a
-    single-task ``model.pt`` of the affinity file's run directory. :class:`BadInput` when neither."""
+def config_for_latency(config: Config | None, affinity: AffinityData,
+                       affinity_path: str | os.PathLike | None) -> Config:
+    """The config whose heads the latency is measured with: ``config`` (the one the command
+    resolved), else the one stored in a single-task ``model.pt`` of the affinity file's run
+    directory. :class:`BadInput` when neither."""
     from branchnet.atomic import load_checkpoint
-    from branchnet.config import config_from_dict, load_config
+    from branchnet.config import config_from_dict
     from branchnet.errors import BadInput
     from branchnet.runs import MODEL_FILE, single_dir
 
     if config is not None:
-        return load_config(config)
+        return config
     runs = Path(affinity_path).parent if affinity_path is not None else Path(".")
     for task in affinity.tasks:
         path = single_dir(runs, task) / MODEL_FILE
@@ -269,7 +271,7 @@ def config_for_latency(config: str | os.PathLike | None, affinity: AffinityData,
                    f"model.pt under {runs / 'single'} to take it from), e.g. --config configs/scenes.yaml")
 
 
-def latency_probe(config: Any, affinity: AffinityData, runs: str | os.PathLike, device: str = "cpu",
+def latency_probe(config: Config, affinity: AffinityData, runs: str | os.PathLike, device: str = "cpu",
                   batch: int = 1, repeats: int | None = None, warmup: int | None = None,
                   refresh: bool = False) -> LatencyProbe:
     """The latency table of ``affinity``'s tasks, stages and backbone on ``device`` at ``batch``.
@@ -297,7 +299,7 @@ def latency_probe(config: Any, affinity: AffinityData, runs: str | os.PathLike, 
     from branchnet.runs import latency_cache_path
     from branchnet.steps.profile import tasks_of
     from branchnet.tree import shared_partitions
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
 
     dev = resolve_device(device, "--profile-device")
     if int(batch) < 1:

@@ -10,7 +10,7 @@ Three parts, each in its own place:
 2. **Training** (:func:`train_study_network`): one network of the run store per job,
    ``<runs>/evaluate/nets/<tree id>/seed<s>/``, through :func:`branchnet.runs.plan_network`
    (reuse, train, resume), :func:`~branchnet.train.engine.fit` and
-   :func:`branchnet.runs.commit_network`; evaluation seed s trains with the config's seed
+   :func:`branchnet.steps.commit.commit_network`; evaluation seed s trains with the config's seed
    plus s (:func:`branchnet.runs.evaluation_config`) and its Δ_MTL is against the run's
    single-task models (:func:`branchnet.runs.find_baselines` with the run's settings).
 3. **Reporting** (rank 0, from the trained networks' metrics alone): ``trees.csv``
@@ -43,13 +43,14 @@ from branchnet.progress import say
 from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
                             Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference,
                             plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
+from branchnet.steps.affinity import MEASURES
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
-#: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``).
-KNOWN_MEASURES = ("rsa", "fafs", "tag")
+#: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``): the registry's.
+KNOWN_MEASURES = MEASURES.names
 #: Budgets when neither ``--budgets`` nor ``--sweep`` is given.
 DEFAULT_SWEEP = 3
 #: Random trees per budget when ``--random`` is not given.

@@ -1,7 +1,7 @@
 """The ``branchnet export-model`` step: a trained ``model.pt`` as a standalone inference artefact.
 
 :func:`export_model` reads any network directory's ``model.pt`` (single-task, branched or
-candidate; :func:`branchnet.nn.model_file.load_model`, ``torch.load(weights_only=True)``),
+candidate; :func:`branchnet.model_file.load_model`, ``torch.load(weights_only=True)``),
 and writes it in one of :data:`branchnet.deploy.export.FORMATS` beside it
 (:func:`branchnet.runs.artefact_path`) or at ``out``, checked against the eager network
 (:func:`branchnet.deploy.export.export_network`). How to reload it without branchnet:

@@ -48,14 +48,15 @@ from branchnet.atomic import atomic_write_json, ensure_writable_dir
 from branchnet.config import Config
 from branchnet.errors import BadInput
 from branchnet.progress import say
-from branchnet.runs import candidate_dir, claim_network, commit_network, fingerprint, groupings_dir, network_metrics, \
-    plan_network, read_json, read_metrics
+from branchnet.runs import (candidate_dir, claim_network, fingerprint, groupings_dir, network_metrics, plan_network,
+                            read_json, read_metrics)
 from branchnet.selection import (Candidate, CandidateTable, group_name, higher_order_approximation,
                                  tree_candidate, write_candidates)
 from branchnet.selection.esa import EsaSchedule, esa_schedule
 from branchnet.selection.plan import Network, check_plan, parse_widths, plan_networks  # noqa: F401 (re-exported)
+from branchnet.steps.commit import commit_network
 from branchnet.steps.grouping_costs import CostModel, cost_model, scaled_config
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 
 CANDIDATES_CSV = "candidates.csv"
 CANDIDATES_JSON = "candidates.json"

@@ -1,7 +1,7 @@
 """Pictures of what a trained network predicts (``branchnet predict``).
 
 For any ``model.pt`` (single-task, branched or candidate network; read with
-:func:`branchnet.nn.model_file.load_model`, ``torch.load(weights_only=True)``), the first
+:func:`branchnet.model_file.load_model`, ``torch.load(weights_only=True)``), the first
 ``images`` items of a split of the model's own config are run through the network and
 drawn in one figure: a row per image, the input image first, then for each task its
 target and its prediction:
@@ -35,7 +35,7 @@ import torch
 from branchnet.config import apply_sets, config_from_dict
 from branchnet.data import IMAGE_MEAN, IMAGE_STD, SPLITS, build_dataset
 from branchnet.errors import BadInput, unknown_choice
-from branchnet.nn.model_file import LoadedModel, load_model
+from branchnet.model_file import LoadedModel, load_model
 from branchnet.tasks import Task
 
 IMAGE_LEVEL = ("classification", "attribute", "attribute_group")

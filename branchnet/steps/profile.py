@@ -160,12 +160,12 @@ def _networks(tasks: list[Task], partitions: list, model: ModelConfig, size: tup
     return shared, separate
 
 
-def load_network(source: str | os.PathLike, config: str | os.PathLike | None = None,
+def load_network(source: str | os.PathLike, config: Config | None = None,
                  input_size: tuple[int, int] | None = None):
-    """(the network, its config's model section, tasks, size, kind, notes) of a model.pt or tree.json."""
+    """(the network, its config's model section, tasks, size, kind, seed, notes) of a model.pt, or of a
+    tree.json with ``config`` (the one the command resolved; a model.pt carries its own)."""
     import torch
 
-    from branchnet.config import load_config
     from branchnet.nn.branched import BranchedNet
     from branchnet.tree import load_tree
 
@@ -175,7 +175,7 @@ def load_network(source: str | os.PathLike, config: str | os.PathLike | None = N
         if config is None:
             raise BadInput(f"profiling {path} builds its network with random weights and needs --config CFG for "
                            "the task heads (e.g. --config configs/scenes.yaml)")
-        cfg = load_config(config)
+        cfg = config
         tree = load_tree(path)
         tasks = tasks_of(cfg, tree.tasks, f"tree {path}")
         model = cfg.model
@@ -200,7 +200,7 @@ def load_network(source: str | os.PathLike, config: str | os.PathLike | None = N
     return loaded.model, loaded.config.model, loaded.tasks, size, "model", loaded.config.seed, notes
 
 
-def profile(source: str | os.PathLike, config: str | os.PathLike | None = None, device: str = "cpu",
+def profile(source: str | os.PathLike, config: Config | None = None, device: str = "cpu",
             batches: Sequence[int] | str | None = None, repeats: int = REPEATS, warmup: int = WARMUP,
             input_size: tuple[int, int] | None = None, out: str | os.PathLike | None = None,
             write: bool = True, plot: bool = True) -> ProfileReport:
@@ -215,7 +215,7 @@ def profile(source: str | os.PathLike, config: str | os.PathLike | None = None, 
 
     from branchnet.deploy.profile import device_name, profile_networks
     from branchnet.runs import profile_path
-    from branchnet.train.devices import resolve_device
+    from branchnet.devices import resolve_device
 
     dev = resolve_device(device, "--device")
     sizes = parse_batches(batches)

@@ -102,16 +102,44 @@ def report_markdown(summary: dict[str, Any], tasks, affinity_paths: dict[str, Pa
 
 
 def plot_report(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Multi-task delta against parameters for every network (like the paper's Fig. 5)."""
+    """Multi-task delta against parameters for every network (like the paper's Fig. 5).
+
+    Networks drawn at the same point (the single-task models and the all-separate network
+    often are) get one label naming them all; labels of points close to each other are
+    stacked so that none is drawn over another."""
     from branchnet.plotting import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for row in rows:
-        ax.scatter(row["params"] / 1e6, row["delta_mtl"], s=40)
-        ax.annotate(row["network"], (row["params"] / 1e6, row["delta_mtl"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+    points = _points(rows)
+    for (x, y), _ in points:
+        ax.scatter(x, y, s=40)
+    for ((x, y), names), offset in zip(points, _label_offsets([p for p, _ in points])):
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, offset), fontsize=8)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("Δ_MTL (%) on test")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def _points(rows: list[dict[str, Any]]) -> list[tuple[tuple[float, float], list[str]]]:
+    """(params in millions, Δ_MTL in %) -> the networks drawn there, in the rows' order; points
+    equal as the report prints them (params to 3 significant figures, Δ_MTL to 2 decimals) coincide."""
+    points: dict[tuple[str, str], tuple[tuple[float, float], list[str]]] = {}
+    for row in rows:
+        key = (format_count(row["params"]), f"{row['delta_mtl']:+.2f}")
+        point = points.setdefault(key, ((row["params"] / 1e6, row["delta_mtl"]), []))
+        point[1].append(row["network"])
+    return list(points.values())
+
+
+def _label_offsets(points: list[tuple[float, float]], step: float = 11.0) -> list[float]:
+    """The vertical offset (points) of each label: 4 above its marker, one line lower for every
+    earlier label within 8% of the plot's width and 6% of its height (which it would overlap)."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    width, height = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    offsets: list[float] = []
+    for i, (x, y) in enumerate(points):
+        near = sum(1 for (u, v) in points[:i] if abs(u - x) < 0.08 * width and abs(v - y) < 0.06 * height)
+        offsets.append(4.0 - step * near)
+    return offsets

@@ -25,7 +25,7 @@ from branchnet.errors import BadInput
 from branchnet.nn import NUM_STAGES
 from branchnet.progress import say
 from branchnet.runs import tree_path
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
 

@@ -50,7 +50,7 @@ from branchnet.runs import (PREDICTED_FILE, PROPOSALS_FILE, RECORD_FILE, SEARCH_
                             read_record, search_dir, search_network_dir, search_tree_path, study_settings)
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, StudyTree, check_budgets, compact_partitions, sweep_budgets, tree_id
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 from branchnet.units import format_count, parse_budget
 
 #: Training seeds of the search when ``--seeds`` is not given (seeds 100 and 101).

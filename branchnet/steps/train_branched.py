@@ -27,11 +27,13 @@ from branchnet.data import build_dataset, build_tasks, prepare_splits
 from branchnet.errors import BadInput
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, commit_network, find_baselines, fingerprint,
+from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, find_baselines, fingerprint,
                             network_metrics, plan_network, read_metrics)
+from branchnet.steps.commit import commit_network
 from branchnet.tasks import multi_task_delta
 from branchnet.train.engine import fit
-from branchnet.train.roaming import roaming_config, roaming_hooks, roaming_metrics
+from branchnet.train.hooks import config_hooks
+from branchnet.train.roaming import roaming_config, roaming_metrics
 from branchnet.tree import Partitions, load_tree, separate_partitions, shared_partitions
 
 TREE_NAMES = ("shared", "separate")
@@ -138,7 +140,7 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
         splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
         result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
                      resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp,
-                     hooks=roaming_hooks(config))
+                     hooks=config_hooks(config))
         protocol, notes = delta_protocol(config, found)
         delta: dict[str, Any] = {
             split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in found.metrics.items()},

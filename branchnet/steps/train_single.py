@@ -16,8 +16,9 @@ from branchnet.config import Config
 from branchnet.data import build_dataset, prepare_splits, select_tasks
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
-from branchnet.runs import (claim_network, commit_network, network_metrics, plan_network, read_metrics,
-                            single_dir, single_fingerprint)
+from branchnet.runs import (claim_network, network_metrics, plan_network, read_metrics, single_dir,
+                            single_fingerprint)
+from branchnet.steps.commit import commit_network
 from branchnet.train.engine import fit
 from branchnet.train.weighting import LossWeighting
 from branchnet.tree import shared_partitions

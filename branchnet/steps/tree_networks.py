@@ -5,7 +5,7 @@ the branched network of a tree with the config's ``seed + s``
 (:func:`branchnet.runs.evaluation_config`), fingerprinted as the run's branched network plus
 the evaluation seed (:func:`branchnet.runs.evaluation_fingerprint`), its Δ_MTL against the run's
 single-task baselines (docs/evaluate.md, "Seeds"), committed by
-:func:`branchnet.runs.commit_network`. The two commands differ only in where the network lives
+:func:`branchnet.steps.commit.commit_network`. The two commands differ only in where the network lives
 and what its metrics.json says about why it was trained (``tree``).
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from branchnet.config import Config
-from branchnet.runs import (MODEL_FILE, Baselines, Plan, commit_network, evaluation_config, evaluation_fingerprint,
+from branchnet.runs import (MODEL_FILE, Baselines, Plan, evaluation_config, evaluation_fingerprint,
                             network_metrics)
+from branchnet.steps.commit import commit_network
 from branchnet.tree.record import Partitions
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from branchnet.atomic import atomic_write_json, atomic_write_text
+from branchnet.atomic import atomic_write_json, atomic_write_text, json_safe
 from branchnet.errors import BadInput
 from branchnet.study.jobs import in_window
 from branchnet.study.stats import (BOOTSTRAP, LEVEL, mean_difference, paired_difference, pareto_front, percentile,
@@ -250,8 +250,6 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "branchnet evaluat
 def write_summary(directory: str | os.PathLike, summary: Mapping[str, Any], title: str = "branchnet evaluate",
                   json_name: str = "summary.json", md_name: str = "summary.md") -> list[Path]:
     """Write summary.json (JSON that cannot fail) and summary.md in ``directory``."""
-    from branchnet.runs import json_safe
-
     directory = Path(directory)
     return [atomic_write_json(directory / json_name, json_safe(dict(summary))),
             atomic_write_text(directory / md_name, summary_markdown(summary, title))]

@@ -99,6 +99,13 @@ class Task:
     def new_metrics(self) -> TaskMetrics:
         return TaskMetrics(self, self.make_accumulator())
 
+    def example_target(self, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """A random target of one (H, W) image in the type's convention (the tables of
+        :mod:`branchnet.tasks.types` and :mod:`branchnet.tasks.extra`): what a dataset returns, with
+        an ignored or missing element where the type has them. The contract tests
+        (tests/test_contracts.py) hold every registered type and every dataset reader to it."""
+        raise NotImplementedError(f"task type {self.type_name} defines no example_target")  # pragma: no cover
+
     def make_accumulator(self) -> Accumulator:  # pragma: no cover - abstract
         raise NotImplementedError
 

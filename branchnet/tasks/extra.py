@@ -90,6 +90,11 @@ class InstanceOffset(Task):
         err = (pred - offsets).abs().sum(1)  # (B, H, W): both components
         return err[valid].sum(), 2.0 * valid.sum().to(torch.float32)
 
+    def example_target(self, size, generator):
+        target = torch.randn((3, *size), generator=generator) * 4.0
+        target[2] = (torch.rand(size, generator=generator) < 0.5).float()  # instance pixels
+        return target
+
     def make_accumulator(self):
         return OffsetErrors()
 
@@ -136,6 +141,9 @@ class AttributeGroup(Task):
         target = target.float().reshape(pred.shape)
         return (F.binary_cross_entropy_with_logits(pred, target, reduction="sum"),
                 torch.tensor(float(target.numel())))
+
+    def example_target(self, size, generator):
+        return (torch.rand(self.out_channels, generator=generator) < 0.5).float()
 
     def make_accumulator(self):
         return AttributeCounts()

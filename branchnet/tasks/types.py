@@ -64,6 +64,12 @@ class Segmentation(Task):
         valid = target != self._ignore()
         return total, _count(valid)
 
+    def example_target(self, size, generator):
+        target = torch.randint(0, self.out_channels, size, generator=generator)
+        if self.spec.ignore_index is not None:
+            target[0, 0] = self.spec.ignore_index
+        return target
+
     def make_accumulator(self):
         return ConfusionMatrix(self.out_channels, self.spec.ignore_index)
 
@@ -104,6 +110,11 @@ class Depth(Task):
         valid = self._valid(target)
         return (pred - target).abs()[valid].sum(), _count(valid)
 
+    def example_target(self, size, generator):
+        target = 0.5 + 9.0 * torch.rand((1, *size), generator=generator)
+        target[0, 0, 0] = 0.0  # missing
+        return target
+
     def make_accumulator(self):
         return RegressionErrors()
 
@@ -130,6 +141,11 @@ class Normals(Task):
         valid = self._valid(target)
         cos = (F.normalize(pred, dim=1) * target).sum(1)
         return (1.0 - cos)[valid].sum(), _count(valid)
+
+    def example_target(self, size, generator):
+        target = F.normalize(torch.randn((3, *size), generator=generator), dim=0)
+        target[:, 0, 0] = 0.0  # missing
+        return target
 
     def make_accumulator(self):
         return AngularErrors()
@@ -178,6 +194,11 @@ class Edges(Task):
         loss = F.binary_cross_entropy_with_logits(pred, y, weight=weight, reduction="none")
         return loss[valid].sum(), _count(valid)
 
+    def example_target(self, size, generator):
+        target = (torch.rand((1, *size), generator=generator) < 0.2).float()
+        target[0, 0, 0] = float(self.options["ignore_value"])
+        return target
+
     def make_accumulator(self):
         return Combined(BoundaryF(self.options["max_dist"], self.options["matching"]), ThresholdF(prefix="pixel_"))
 
@@ -198,6 +219,9 @@ class Keypoints(Task):
 
     def loss_terms(self, pred, target):
         return (pred - target).abs().sum(), torch.tensor(float(target.numel()))
+
+    def example_target(self, size, generator):
+        return torch.rand((1, *size), generator=generator)
 
     def make_accumulator(self):
         return MeanAccumulator("l1")
@@ -237,6 +261,9 @@ class Classification(Task):
         target = target.long()
         return F.cross_entropy(pred, target, reduction="sum"), torch.tensor(float(target.numel()))
 
+    def example_target(self, size, generator):
+        return torch.randint(0, self.out_channels, (), generator=generator)
+
     def make_accumulator(self):
         return Accuracy()
 
@@ -265,6 +292,9 @@ class Attribute(Task):
         target = target.reshape(-1).float()
         return (F.binary_cross_entropy_with_logits(pred, target, reduction="sum"),
                 torch.tensor(float(target.numel())))
+
+    def example_target(self, size, generator):
+        return (torch.rand((), generator=generator) < 0.5).float()
 
     def make_accumulator(self):
         return Accuracy()

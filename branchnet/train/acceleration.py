@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from branchnet.progress import say
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 
 #: Extra keyword arguments of ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``; tests
 #: put a failing ``backend`` here).

@@ -15,6 +15,11 @@ On CUDA the network and the batches are channels-last and cuDNN autotunes; ``tra
 compiles the network after a trial step (:mod:`branchnet.train.acceleration`); batches are
 loaded as ``data.workers`` and ``data.loader`` say (:mod:`branchnet.train.loaders`). None of
 it changes what is trained (docs/performance.md).
+
+:func:`fit` is the loop; the parts it composes are modules of their own: the optimiser and
+schedule (:mod:`~branchnet.train.optim`), the loss weighting (:mod:`~branchnet.train.weighting`),
+one step (:mod:`~branchnet.train.step`), the checkpoint and resuming (:mod:`~branchnet.train.checkpoint`),
+the validation pass (:mod:`~branchnet.train.validation`), the guard, the history and the hooks.
 """
 
 from __future__ import annotations
@@ -29,25 +34,26 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from branchnet.atomic import atomic_torch_save, load_checkpoint
-from branchnet.config import Config
-from branchnet.errors import BadInput
+from branchnet import distributed as dist_utils
+from branchnet.atomic import atomic_torch_save, json_safe
+from branchnet.devices import resolve_device
 from branchnet.progress import progress_bar, say
+from branchnet.runs import epoch_checkpoint, fingerprint as run_fingerprint
+from branchnet.schema import Config
 from branchnet.tasks import Task
-from branchnet.train import distributed as dist_utils
+from branchnet.train import checkpoint
 from branchnet.train.acceleration import compile_network, cuda_settings, memory_format, prepare_model
-from branchnet.train.devices import resolve_device
-from branchnet.train.evaluate import evaluate
+from branchnet.train.checkpoint import CHECKPOINT_FILE, CHECKPOINT_FORMAT, Progress  # noqa: F401 (re-exported)
 from branchnet.train.guard import DDP_CHECK_STEPS, SYNC_SECONDS, DivergenceGuard
 from branchnet.train.history import TensorBoardLog, write_history
 from branchnet.train.hooks import FitContext, TrainingHook
 from branchnet.train.loaders import LoaderSettings, TrainLoader, epoch_seed, make_loader, to_device
-from branchnet.train.optim import build_optimizer, lr_multiplier
+from branchnet.train.optim import lr_multiplier, optimizer_for
 from branchnet.train.precision import Precision
-from branchnet.train.weighting import LossWeighting, build_weighting
+from branchnet.train.step import backward_and_step, forward_losses
+from branchnet.train.validation import split_metrics
+from branchnet.train.weighting import LossWeighting, weighting_for
 
-CHECKPOINT_FORMAT = "branchnet.checkpoint/2"
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.csv"
 
 
@@ -71,9 +77,7 @@ class TrainResult:
 
 def default_fingerprint(config: Config, tasks: Sequence[Task]) -> dict[str, Any]:
     """What a checkpoint must share to be resumed when the caller gives no fingerprint."""
-    from branchnet.runs import fingerprint
-
-    return fingerprint("fit", config, [t.name for t in tasks])
+    return run_fingerprint("fit", config, [t.name for t in tasks])
 
 
 def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, train_set: Dataset,
@@ -87,201 +91,201 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     ``train.keep_checkpoints``, also that epoch's weights, :func:`branchnet.runs.epoch_checkpoint`).
     With ``resume`` an existing checkpoint with the same fingerprint and number of epochs is
     continued (another one is a :class:`BadInput`). Returns the final validation and test
-    metrics and the history; saving the model is the caller's (:func:`branchnet.runs.commit_network`).
+    metrics and the history; saving the model is the caller's (:func:`branchnet.steps.commit.commit_network`).
     """
-    from branchnet.runs import EPOCH_FORMAT, checkpoint_mismatch, epoch_checkpoint, json_safe
-
     train_cfg = config.train
     epochs = epochs or train_cfg.epochs
     device = resolve_device(train_cfg.device)
     precision = Precision.for_device(device, train_cfg.amp)
     prepare_model(model, device)  # channels_last on CUDA (docs/performance.md)
-    layout = memory_format(device)
     names = [t.name for t in tasks]
     fingerprint = json_safe(dict(fingerprint or default_fingerprint(config, tasks)))
-    shared = model.last_shared_weight() if train_cfg.weighting == "gradnorm" else None
-    weighting = weighting or build_weighting(train_cfg.weighting, names, train_cfg.loss_weights, shared)
+    weighting = weighting or weighting_for(model, names, train_cfg)
     weighting.to(device)
-    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    weighting_params = [p for p in weighting.parameters() if p.requires_grad]
-    if weighting_params:
-        params.append({"params": weighting_params, "weight_decay": 0.0})
-    optimizer = build_optimizer(params, train_cfg)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-
+    optimizer, weighting_params = optimizer_for(model, weighting, train_cfg)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a checkpoint sets the scheduled ones
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / CHECKPOINT_FILE
-    start_epoch, step, history = 0, 0, []
-    seconds_before, images_before = 0.0, 0
-    hook_states: dict[str, Any] = {}
-    if ckpt_path.is_file() and resume:
-        state = load_checkpoint(ckpt_path, map_location=device)
-        why = checkpoint_mismatch(state.get("fingerprint"), fingerprint) if state.get("format") == CHECKPOINT_FORMAT \
-            else "it was written by another version of branchnet"
-        if why is None and state.get("epochs") != epochs:
-            why = f"epochs {state.get('epochs')} -> {epochs}"
-        if why is not None:
-            raise BadInput(f"checkpoint {ckpt_path} cannot be resumed with these settings ({why}); "
-                           "resume with the same settings, or drop --resume to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        weighting.load_state_dict(state["weighting"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-        start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        seconds_before, images_before = float(state.get("seconds", 0.0)), int(state.get("images", 0))
-        hook_states = state.get("hooks") or {}
-        say(f"{label}: resuming after epoch {start_epoch}/{epochs}")
-    elif ckpt_path.is_file() and dist_utils.is_main():
-        say(f"{label}: an interrupted run was found and is started over (pass --resume to continue it)")
+    before = _start(out_dir / CHECKPOINT_FILE, resume, label, fingerprint, epochs, device, model, optimizer,
+                    weighting, precision)
 
     loading = LoaderSettings.resolve(config.data, device)
     train_loader = TrainLoader(train_set, train_cfg.batch_size, loading, config.seed)
-    steps_per_epoch = len(train_loader)
+    net, compiled = _training_network(model, tasks, train_set, train_cfg, device, precision, label)
+    ctx = FitContext(model=model, net=net, tasks=list(tasks), optimizer=optimizer, device=device, epochs=epochs,
+                     steps_per_epoch=len(train_loader), seed=config.seed, precision=precision,
+                     epoch=before.epoch, step=before.step)
+    for hook in hooks:
+        if hook.name in before.hooks:
+            hook.load_state_dict(before.hooks[hook.name])
+        hook.on_fit_start(ctx)
+    val_loader = make_loader(val_set, train_cfg.batch_size, loading, train=False, device=device)
+    run = _Run(ctx, config, out_dir, label, fingerprint, weighting, weighting_params, base_lrs, hooks, before,
+               DivergenceGuard(names, device), quiet or not dist_utils.is_main())
+    board = TensorBoardLog(out_dir) if dist_utils.is_main() else None
+    speed = contextlib.ExitStack()
+    speed.enter_context(cuda_settings(device))
+    try:
+        with progress_bar(run.quiet) as bar:
+            job = bar.add_task(label, total=ctx.total_steps, completed=ctx.step)
+            for epoch in range(before.epoch, epochs):
+                record = _train_epoch(run, train_loader, epoch, bar, job)
+                _end_epoch(run, record, val_loader, board)
+    finally:
+        speed.close()
+        train_loader.close()
+        if board is not None:
+            board.close()
+    seconds = run.seconds()
+    images_total = before.images + run.images_seen
+    if not run.val_metrics:  # resumed after the last epoch
+        run.val_metrics = split_metrics(model, tasks, val_loader, device, precision)
+    test_metrics: dict[str, dict[str, float]] = {}
+    if test_set is not None:
+        test_loader = make_loader(test_set, train_cfg.batch_size, loading, train=False, device=device)
+        test_metrics = split_metrics(model, tasks, test_loader, device, precision)
+    return TrainResult(val=run.val_metrics, test=test_metrics, history=run.history, seconds=seconds,
+                       images_per_second=images_total / seconds if seconds > 0 and images_total else 0.0,
+                       device=str(device), world_size=dist_utils.world_size(), compiled=compiled)
+
+
+def _start(path: Path, resume: bool, label: str, fingerprint: Mapping[str, Any], epochs: int, device: torch.device,
+           model: nn.Module, optimizer: torch.optim.Optimizer, weighting: LossWeighting,
+           precision: Precision) -> Progress:
+    """Where the training starts: from the checkpoint at ``path`` with ``resume``, else from scratch
+    (saying so when an interrupted run is there and started over)."""
+    if path.is_file() and resume:
+        before = checkpoint.resume(path, fingerprint, epochs, device, model, optimizer, weighting, precision)
+        say(f"{label}: resuming after epoch {before.epoch}/{epochs}")
+        return before
+    if path.is_file() and dist_utils.is_main():
+        say(f"{label}: an interrupted run was found and is started over (pass --resume to continue it)")
+    return Progress()
+
+
+def _training_network(model: nn.Module, tasks: Sequence[Task], train_set: Dataset, train_cfg: Any,
+                      device: torch.device, precision: Precision, label: str) -> tuple[nn.Module, bool]:
+    """(what the loop calls for the forward pass, whether it is compiled): ``model``, compiled after a
+    trial step on the first training images with ``train.compile``, in DDP under torchrun."""
     net: nn.Module = model
     compiled = False
     if train_cfg.compile:
         from torch.utils.data import default_collate
 
         images, targets = default_collate([train_set[i] for i in range(train_cfg.batch_size)])
-        net, failure = compile_network(model, tasks, to_device(images, device, layout), to_device(targets, device),
-                                       precision, label)
+        net, failure = compile_network(model, tasks, to_device(images, device, memory_format(device)),
+                                       to_device(targets, device), precision, label)
         compiled = failure is None
     if dist_utils.is_distributed():
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    total_steps = steps_per_epoch * epochs
-    ctx = FitContext(model=model, net=net, tasks=list(tasks), optimizer=optimizer, device=device, epochs=epochs,
-                     steps_per_epoch=steps_per_epoch, seed=config.seed, precision=precision, epoch=start_epoch,
-                     step=step)
-    for hook in hooks:
-        if hook.name in hook_states:
-            hook.load_state_dict(hook_states[hook.name])
-        hook.on_fit_start(ctx)
-    val_loader = make_loader(val_set, train_cfg.batch_size, loading, train=False, device=device)
-    val_metrics: dict[str, dict[str, float]] = {}
-    guard = DivergenceGuard(names, device)
-    distributed = dist_utils.is_distributed()
-    world = dist_utils.world_size()
-    board = TensorBoardLog(out_dir) if dist_utils.is_main() else None
-    started = time.perf_counter()
-    images_seen = 0
-    quiet_here = quiet or not dist_utils.is_main()
-    speed = contextlib.ExitStack()
-    speed.enter_context(cuda_settings(device))
-    try:
-        with progress_bar(quiet_here) as bar:
-            job = bar.add_task(label, total=total_steps, completed=step)
+    return net, compiled
+
+
+@dataclass
+class _Run:
+    """What the epochs of one :func:`fit` share, and what they accumulate."""
+
+    ctx: FitContext
+    config: Config
+    out_dir: Path
+    label: str
+    fingerprint: dict[str, Any]
+    weighting: LossWeighting
+    weighting_params: list[nn.Parameter]
+    base_lrs: list[float]
+    hooks: Sequence[TrainingHook]
+    before: Progress
+    guard: DivergenceGuard
+    quiet: bool
+    started: float = field(default_factory=time.perf_counter)
+    images_seen: int = 0
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.before.history
+
+    def seconds(self) -> float:
+        """Training time so far, the parts before a resume included."""
+        return self.before.seconds + time.perf_counter() - self.started
+
+
+def _train_epoch(run: _Run, train_loader: TrainLoader, epoch: int, bar: Any, job: Any) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns its history record (mean loss per task over every
+    rank's batches, the weights, lr, speed)."""
+    ctx, train_cfg, names = run.ctx, run.config.train, [t.name for t in run.ctx.tasks]
+    device, layout, world = ctx.device, memory_format(ctx.device), dist_utils.world_size()
+    ctx.epoch = epoch
+    epoch_started = time.perf_counter()
+    torch.manual_seed(epoch_seed(run.config.seed, epoch) + dist_utils.rank())
+    loader = train_loader.epoch(epoch)
+    ctx.net.train()
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    batches = epoch_images = 0
+    last_read = time.perf_counter()
+    for images, targets in loader:
+        images, targets = to_device(images, device, layout), to_device(targets, device)
+        for group, base in zip(ctx.optimizer.param_groups, run.base_lrs):
+            group["lr"] = base * lr_multiplier(ctx.step, ctx.total_steps, train_cfg.schedule)
+        for hook in run.hooks:
+            hook.before_step(ctx, images, targets)
+        losses, total = forward_losses(ctx.net, ctx.tasks, images, targets, run.weighting, ctx.precision)
+        stacked = torch.stack([losses[n].detach() for n in names])
+        run.guard.observe(stacked, ctx.step)
+        backward_and_step(total, ctx.model, ctx.optimizer, ctx.precision, run.weighting_params, train_cfg.clip_grad)
+        sums += stacked.double()
+        batches += 1
+        ctx.step += 1
+        epoch_images += images.shape[0] * world
+        for hook in run.hooks:
+            hook.after_step(ctx)
+        description = None
+        if dist_utils.is_distributed():
+            if ctx.step % DDP_CHECK_STEPS == 0:
+                run.guard.check(ctx.steps_per_epoch, ctx.lr)
+        elif time.perf_counter() - last_read >= SYNC_SECONDS:
+            run.guard.check(ctx.steps_per_epoch, ctx.lr)  # the one read-back, with the loss shown
+            description = f"{run.label} e{epoch + 1}/{ctx.epochs} loss {float(total.detach()):.3f}"
             last_read = time.perf_counter()
-            for epoch in range(start_epoch, epochs):
-                ctx.epoch = epoch
-                epoch_started = time.perf_counter()
-                torch.manual_seed(epoch_seed(config.seed, epoch) + dist_utils.rank())
-                loader = train_loader.epoch(epoch)
-                net.train()
-                sums = torch.zeros(len(names), dtype=torch.float64, device=device)
-                batches = 0
-                epoch_images = 0
-                for images, targets in loader:
-                    images, targets = to_device(images, device, layout), to_device(targets, device)
-                    for group, base in zip(optimizer.param_groups, base_lrs):
-                        group["lr"] = base * lr_multiplier(step, total_steps, train_cfg.schedule)
-                    for hook in hooks:
-                        hook.before_step(ctx, images, targets)
-                    with precision.autocast():
-                        outputs = net(images)
-                        losses = {t.name: t.loss(outputs[t.name].float(), targets[t.name]) for t in tasks}
-                        total = weighting.combine(losses)
-                    stacked = torch.stack([losses[n].detach() for n in names])
-                    guard.observe(stacked, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    if precision.scaler is not None:
-                        precision.scaler.scale(total).backward()
-                        precision.scaler.unscale_(optimizer)
-                    else:
-                        total.backward()
-                    dist_utils.average_gradients(weighting_params)
-                    if train_cfg.clip_grad > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad)
-                    if precision.scaler is not None:
-                        precision.scaler.step(optimizer)
-                        precision.scaler.update()
-                    else:
-                        optimizer.step()
-                    sums += stacked.double()
-                    batches += 1
-                    step += 1
-                    ctx.step = step
-                    epoch_images += images.shape[0] * world
-                    for hook in hooks:
-                        hook.after_step(ctx)
-                    description = None
-                    if distributed:
-                        if step % DDP_CHECK_STEPS == 0:
-                            guard.check(steps_per_epoch, ctx.lr)
-                    elif time.perf_counter() - last_read >= SYNC_SECONDS:
-                        guard.check(steps_per_epoch, ctx.lr)  # the one read-back, with the loss shown
-                        description = f"{label} e{epoch + 1}/{epochs} loss {float(total.detach()):.3f}"
-                        last_read = time.perf_counter()
-                    if description is not None:
-                        bar.update(job, advance=1, description=description)
-                    else:
-                        bar.update(job, advance=1)
-                guard.check(steps_per_epoch, ctx.lr)
-                # the epoch's mean loss per task over every rank's batches (DWA needs the global one)
-                sums = dist_utils.all_reduce_sum(sums)
-                count = batches * world
-                mean_losses = {n: float(v) / max(count, 1) for n, v in zip(names, sums.tolist())}
-                weighting.epoch_end(mean_losses)
-                images_seen += epoch_images
-                epoch_seconds = time.perf_counter() - epoch_started
-                record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_losses,
-                                          "weights": weighting.weights(), "lr": ctx.lr,
-                                          "images_per_second": round(epoch_images / epoch_seconds, 1)
-                                          if epoch_seconds > 0 else None,
-                                          "seconds": round(epoch_seconds, 2)}
-                if (epoch + 1) % train_cfg.eval_every == 0 or epoch + 1 == epochs:
-                    val_metrics = evaluate(model, tasks, val_loader, device, precision)
-                    record["val"] = val_metrics
-                    summary = ", ".join(f"{t.name} {t.main_metric}={val_metrics[t.name][t.main_metric]:.4g}"
-                                        for t in tasks)
-                    if not quiet_here:
-                        say(f"{label} epoch {epoch + 1}/{epochs}: {summary}")
-                for hook in hooks:
-                    hook.on_epoch_end(ctx, record)
-                record = json_safe(record)
-                history.append(record)
-                if dist_utils.is_main():
-                    atomic_torch_save(ckpt_path, {
-                        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epochs": epochs,
-                        "epoch": epoch + 1, "step": step, "history": history,
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "weighting": weighting.state_dict(),
-                        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-                        "hooks": {hook.name: hook.state_dict() for hook in hooks},
-                        "seconds": seconds_before + time.perf_counter() - started,
-                        "images": images_before + images_seen,
-                    })
-                    if train_cfg.keep_checkpoints:  # the weights of this epoch, for `affinity --epoch E`
-                        atomic_torch_save(epoch_checkpoint(out_dir, epoch + 1), {
-                            "format": EPOCH_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                            "epochs": epochs, "model": model.state_dict()})
-                    write_history(out_dir / HISTORY_FILE, history)
-                    if board is not None:
-                        board.log(record)
-                dist_utils.barrier()
-    finally:
-        speed.close()
-        train_loader.close()
+        if description is not None:
+            bar.update(job, advance=1, description=description)
+        else:
+            bar.update(job, advance=1)
+    run.guard.check(ctx.steps_per_epoch, ctx.lr)
+    # the epoch's mean loss per task over every rank's batches (DWA needs the global one)
+    sums = dist_utils.all_reduce_sum(sums)
+    count = batches * world
+    mean_losses = {n: float(v) / max(count, 1) for n, v in zip(names, sums.tolist())}
+    run.weighting.epoch_end(mean_losses)
+    run.images_seen += epoch_images
+    epoch_seconds = time.perf_counter() - epoch_started
+    return {"epoch": epoch + 1, "train_loss": mean_losses, "weights": run.weighting.weights(), "lr": ctx.lr,
+            "images_per_second": round(epoch_images / epoch_seconds, 1) if epoch_seconds > 0 else None,
+            "seconds": round(epoch_seconds, 2)}
+
+
+def _end_epoch(run: _Run, record: dict[str, Any], val_loader: Any, board: TensorBoardLog | None) -> None:
+    """Score the validation split when due, let the hooks add to the record, and (rank 0) write
+    the checkpoint, the kept epoch's weights and ``history.csv``; all ranks meet at a barrier."""
+    ctx, train_cfg, epoch = run.ctx, run.config.train, run.ctx.epoch
+    if (epoch + 1) % train_cfg.eval_every == 0 or epoch + 1 == ctx.epochs:
+        run.val_metrics = split_metrics(ctx.model, ctx.tasks, val_loader, ctx.device, ctx.precision)
+        record["val"] = run.val_metrics
+        summary = ", ".join(f"{t.name} {t.main_metric}={run.val_metrics[t.name][t.main_metric]:.4g}"
+                            for t in ctx.tasks)
+        if not run.quiet:
+            say(f"{run.label} epoch {epoch + 1}/{ctx.epochs}: {summary}")
+    for hook in run.hooks:
+        hook.on_epoch_end(ctx, record)
+    record = json_safe(record)
+    run.history.append(record)
+    if dist_utils.is_main():
+        now = Progress(epoch + 1, ctx.step, run.history, run.seconds(), run.before.images + run.images_seen)
+        atomic_torch_save(run.out_dir / CHECKPOINT_FILE, checkpoint.training_state(
+            run.fingerprint, ctx.epochs, now, ctx.model, ctx.optimizer, run.weighting, ctx.precision, run.hooks))
+        if train_cfg.keep_checkpoints:  # the weights of this epoch, for `affinity --epoch E`
+            atomic_torch_save(epoch_checkpoint(run.out_dir, epoch + 1),
+                              checkpoint.epoch_weights(run.fingerprint, epoch + 1, ctx.epochs, ctx.model))
+        write_history(run.out_dir / HISTORY_FILE, run.history)
         if board is not None:
-            board.close()
-    seconds = seconds_before + time.perf_counter() - started
-    images_total = images_before + images_seen
-    if not val_metrics:  # resumed after the last epoch
-        val_metrics = evaluate(model, tasks, val_loader, device, precision)
-    test_metrics: dict[str, dict[str, float]] = {}
-    if test_set is not None:
-        test_loader = make_loader(test_set, train_cfg.batch_size, loading, train=False, device=device)
-        test_metrics = evaluate(model, tasks, test_loader, device, precision)
-    return TrainResult(val=val_metrics, test=test_metrics, history=history, seconds=seconds,
-                       images_per_second=images_total / seconds if seconds > 0 and images_total else 0.0,
-                       device=str(device), world_size=world, compiled=compiled)
+            board.log(record)
+    dist_utils.barrier()

@@ -1,41 +1,11 @@
-"""Split-level evaluation of a network that maps images to ``{task: prediction}``."""
+"""Moved in 0.3.0: the validation pass is :func:`branchnet.train.validation.split_metrics` ("evaluate"
+names the study, :mod:`branchnet.steps.evaluate`); this old path goes in 0.4.0."""
 
-from __future__ import annotations
+import warnings
 
-from typing import Sequence
+from branchnet.train.validation import split_metrics as evaluate
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+warnings.warn("branchnet.train.evaluate.evaluate moved to branchnet.train.validation.split_metrics; the old path "
+              "goes in branchnet 0.4.0", DeprecationWarning, stacklevel=2)
 
-from branchnet.progress import progress_bar
-from branchnet.tasks import Task
-from branchnet.train import distributed as dist_utils
-from branchnet.train.loaders import to_device
-from branchnet.train.precision import Precision
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, tasks: Sequence[Task], loader: DataLoader, device: torch.device,
-             precision: Precision | None = None, quiet: bool = True, label: str = "evaluating"
-             ) -> dict[str, dict[str, float]]:
-    """Split-level metrics ``{task: {metric: value}}`` (summed over ranks when distributed)."""
-    precision = precision or Precision(False)
-    was_training = model.training
-    model.eval()
-    metrics = {t.name: t.new_metrics() for t in tasks}
-    with progress_bar(quiet or not dist_utils.is_main()) as bar:
-        job = bar.add_task(label, total=len(loader))
-        for images, targets in loader:
-            images, targets = to_device(images, device), to_device(targets, device)
-            with precision.autocast():
-                outputs = model(images)
-            for task in tasks:
-                metrics[task.name].update(outputs[task.name].float(), targets[task.name])
-            bar.advance(job)
-    model.train(was_training)
-    result = {}
-    for name, m in metrics.items():
-        m.all_reduce()
-        result[name] = m.compute()
-    return result
+__all__ = ["evaluate"]

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from branchnet.errors import BadInput
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 
 #: On one process, the loss and the divergence flags are read at most this often (seconds).
 SYNC_SECONDS = 2.0

@@ -25,17 +25,25 @@ update steps that are due, its state is the update plan) and
 on the step's batch with ``torch.autograd.grad``, leaving ``.grad`` untouched; its state is
 the running sum of the Z matrices). Under torch.distributed every rank runs every hook at the same steps;
 a hook whose state depends on the data synchronises it itself
-(:func:`branchnet.train.distributed.all_reduce_mean`), and one that draws random numbers
+(:func:`branchnet.distributed.all_reduce_mean`), and one that draws random numbers
 uses its own seeded generator (identical on every rank), never the global one.
+
+Hooks that a config switches on (Maximum Roaming's ``train.roaming``) are listed in
+:data:`HOOKS`: name -> a function of the config that returns the hooks to run (none when the
+config leaves it off); :func:`config_hooks` gathers them for a training. A measuring hook
+that a step adds itself (TAG, :mod:`branchnet.steps.affinity`) is not listed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from branchnet.registry import Registry
 
 
 @dataclass
@@ -104,3 +112,14 @@ class TrainingHook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+#: Training hooks a config switches on: name -> ``"module:function"`` of ``function(config) -> [hooks]``.
+HOOKS: Registry[Callable[[Any], list[TrainingHook]]] = Registry("training hook", {
+    "roaming": "branchnet.train.roaming:roaming_hooks",
+})
+
+
+def config_hooks(config: Any) -> list[TrainingHook]:
+    """The hooks ``config`` switches on, in the order of :data:`HOOKS`."""
+    return [hook for name in HOOKS for hook in HOOKS[name](config)]

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from branchnet.machine import usable_cores
 from branchnet.errors import BadInput
-from branchnet.train import distributed as dist_utils
+from branchnet import distributed as dist_utils
 
 #: The automatic ``data.workers`` starts at most this many worker processes per training process.
 MAX_AUTO_WORKERS = 8

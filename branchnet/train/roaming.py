@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from branchnet.config import RoamingConfig
+from branchnet.schema import RoamingConfig
 from branchnet.errors import BadInput
 from branchnet.train.hooks import FitContext, TrainingHook
 
@@ -212,7 +212,7 @@ def check_same_on_every_rank(plan: RoamingPlan) -> None:
     """Under torch.distributed: every rank must hold the same plan (the generators are seeded
     alike, so a difference is a bug, never the data); a RuntimeError otherwise. Called at
     epoch ends (it reads the reduced digest back)."""
-    from branchnet.train import distributed as dist_utils
+    from branchnet import distributed as dist_utils
 
     if not dist_utils.is_distributed():
         return

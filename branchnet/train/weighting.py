@@ -16,18 +16,21 @@ The fixed ``train.loss_weights`` multiply every scheme's weights.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from branchnet.errors import BadInput
+from branchnet.registry import Registry
 
 
 class LossWeighting(nn.Module):
     """Uniform (fixed) weights; the base class of the adaptive schemes."""
 
     name = "uniform"
+    #: Whether the scheme needs the last shared layer W (GradNorm's gradient norms are taken there).
+    needs_shared_layer = False
 
     def __init__(self, tasks: Sequence[str], fixed: dict[str, float] | None = None) -> None:
         super().__init__()
@@ -98,6 +101,7 @@ class DWAWeighting(LossWeighting):
 
 class GradNormWeighting(LossWeighting):
     name = "gradnorm"
+    needs_shared_layer = True
 
     def __init__(self, tasks, fixed=None, shared: nn.Parameter | None = None, alpha: float = 1.5,
                  lr: float = 0.025) -> None:
@@ -140,8 +144,10 @@ class GradNormWeighting(LossWeighting):
         return super().combine(losses)
 
 
-WEIGHTINGS = {"uniform": LossWeighting, "uncertainty": UncertaintyWeighting, "dwa": DWAWeighting,
-              "gradnorm": GradNormWeighting}
+#: ``train.weighting``: name -> weighting class (constructed with the tasks and the fixed weights;
+#: a class with ``needs_shared_layer`` also gets GradNorm's shared layer W).
+WEIGHTINGS: Registry[type[LossWeighting]] = Registry("weighting", {
+    cls.name: cls for cls in (LossWeighting, UncertaintyWeighting, DWAWeighting, GradNormWeighting)})
 
 
 def build_weighting(name: str, tasks: Sequence[str], fixed: dict[str, float] | None = None,
@@ -149,6 +155,15 @@ def build_weighting(name: str, tasks: Sequence[str], fixed: dict[str, float] | N
     """The weighting scheme ``name`` for ``tasks``; ``shared`` is GradNorm's layer W."""
     if name not in WEIGHTINGS:
         raise BadInput(f"unknown weighting '{name}'; valid: {', '.join(WEIGHTINGS)}")
-    if name == "gradnorm":
-        return GradNormWeighting(tasks, fixed, shared=shared)
-    return WEIGHTINGS[name](tasks, fixed)
+    cls = WEIGHTINGS[name]
+    if cls.needs_shared_layer:
+        return cls(tasks, fixed, shared=shared)
+    return cls(tasks, fixed)
+
+
+def weighting_for(model: nn.Module, tasks: Sequence[str], train: Any) -> LossWeighting:
+    """The config's weighting (``train.weighting``, ``train.loss_weights``) of ``model``'s ``tasks``;
+    GradNorm gets the model's last shared layer (``model.last_shared_weight()``)."""
+    scheme = WEIGHTINGS.get(train.weighting)
+    shared = model.last_shared_weight() if scheme is not None and scheme.needs_shared_layer else None
+    return build_weighting(train.weighting, tasks, train.loss_weights, shared)
