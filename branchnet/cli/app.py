@@ -72,8 +72,13 @@ def one_line(message: str) -> str:
 
 
 def fail(message: str) -> int:
-    """Print ``branchnet: error: <message>`` on stderr (one line) and return exit code 2."""
-    print(f"branchnet: error: {one_line(message)}", file=sys.stderr)
+    """Print ``branchnet: error: <message>`` on stderr (one line) and return exit code 2.
+
+    Under torchrun every rank meets the same bad input; only rank 0 says so (one line in all)."""
+    import os
+
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        print(f"branchnet: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 
