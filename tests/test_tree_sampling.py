@@ -196,3 +196,29 @@ def test_build_random_and_exhaustive_cli(cli, aff_file, tmp_path):
     assert_one_line_error(cli("build", "--affinity", aff_file, "--random", "3"), "--params")
     assert_one_line_error(cli("build", "--affinity", aff_file, "--random", "3", "--exhaustive", "--params", "99"),
                           "one of")
+
+
+def test_a_sweeps_empty_window_moves_to_the_nearest_tree_size():
+    """budgets_with_trees keeps a budget whose window holds a tree and moves the others to the
+    smallest tree size above (brute force over every count vector)."""
+    import itertools
+
+    from branchnet.tree.sampling import TreeSpace, budgets_with_trees
+
+    tasks = [f"t{i}" for i in range(6)]
+    stage, heads = [26848, 33088, 131712, 525568], [1290, 1290, 37291, 129, 129, 129]
+    sizes = sorted({int(np.dot(k, stage) + sum(heads)) for k in
+                    itertools.combinations_with_replacement(range(1, 7), 4)})[1:-1]  # ends excluded
+    low, high = sizes[0] - 1, sizes[-1] + 1
+    budgets = [int(low + (high - low) * i / 9) for i in range(1, 9)]
+    got, notes = budgets_with_trees(tasks, stage, heads, budgets)
+    expected = []
+    for b in budgets:
+        if any(0.9 * b <= p <= b for p in sizes):
+            expected.append(b)
+        else:
+            expected.append(min(p for p in sizes if p > b))
+    assert got == sorted(set(expected))
+    assert len(notes) == sum(1 for b in budgets if b not in expected)
+    for b in got:
+        assert TreeSpace(tasks, stage, heads, (0.9 * b, b), include_ends=False).size > 0

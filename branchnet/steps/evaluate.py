@@ -285,10 +285,14 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
     high = float(tree_params(separate_partitions(names, NUM_STAGES), names, cost_arrays.stage_params,
                              cost_arrays.head_params))
     if budgets is None:
-        values = sweep_budgets(low, high, DEFAULT_SWEEP if sweep is None else int(sweep))
+        from branchnet.tree.sampling import budgets_with_trees
+
+        values, moved = budgets_with_trees(names, cost_arrays.stage_params, cost_arrays.head_params,
+                                           sweep_budgets(low, high, DEFAULT_SWEEP if sweep is None else int(sweep)))
     else:
         items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
         values = [parse_budget(str(b).strip(), "--budgets") for b in items if str(b).strip()]
+        moved = []
     if random is None and not exhaustive:
         random = DEFAULT_RANDOM
     locations = next(iter(affinities.values())).locations if affinities else learned[0].affinity.locations
@@ -306,7 +310,7 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
         else:
             network_plans[job] = plan_network(directory, fp, f"evaluate/nets/{job.tree_id}/seed{job.seed}",
                                               resume=resume, hint="pass --force to start the evaluation over")
-    return Study(config, runs, plan, found, jobs, network_plans, list(plan.notes))
+    return Study(config, runs, plan, found, jobs, network_plans, moved + list(plan.notes))
 
 
 # ---------------------------------------------------------------------------------

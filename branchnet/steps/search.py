@@ -91,6 +91,7 @@ class SearchSetup:
     resume: bool = False
     force: bool = False
     token: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -140,15 +141,20 @@ def _measures(spec: str | Sequence[str] | None, config: Config, runs: Path,
     return {n: _load_measure(n, p, config, runs, baselines) for n, p in paths.items()}, paths
 
 
-def _budgets(budgets: str | Sequence[Any] | None, sweep: int | None, low: float, high: float) -> list[int]:
+def _budgets(budgets: str | Sequence[Any] | None, sweep: int | None, space: SearchSpace) -> tuple[list[int], list[str]]:
+    """The budgets asked for (as ``evaluate``: a sweep's budget whose window is empty moves to the
+    nearest tree size) and the notes of the moves."""
     from branchnet.steps.evaluate import DEFAULT_SWEEP
+    from branchnet.tree.sampling import budgets_with_trees
 
     if budgets is not None and sweep is not None:
         raise BadInput("give --budgets B1,B2,... or --sweep K, not both")
     if budgets is None:
-        return sweep_budgets(low, high, DEFAULT_SWEEP if sweep is None else int(sweep))
+        return budgets_with_trees(space.tasks, space.stage_params, space.head_params,
+                                  sweep_budgets(space.low, space.high, DEFAULT_SWEEP if sweep is None else int(sweep)))
     items = budgets.split(",") if isinstance(budgets, str) else list(budgets)
-    return check_budgets([parse_budget(str(b).strip(), "--budgets") for b in items if str(b).strip()], low, high)
+    return check_budgets([parse_budget(str(b).strip(), "--budgets") for b in items if str(b).strip()],
+                         space.low, space.high), []
 
 
 def check_search_settings(directory: Path, settings: dict[str, Any], force: bool) -> None:
@@ -198,7 +204,7 @@ def prepare_search(config: Config, runs: str | os.PathLike, *, budgets: str | Se
     costs = costs_from_baselines(baselines, names)
     locations = next(iter(affinities.values())).locations
     space = SearchSpace(names, locations, costs.stage_params, costs.head_params, costs.stage_flops, costs.head_flops)
-    values = _budgets(budgets, sweep, space.low, space.high)
+    values, notes = _budgets(budgets, sweep, space)
     for b in values:
         space.window_trees(b)  # BadInput when a window holds no tree
     if int(networks) < len(values):
@@ -211,7 +217,7 @@ def prepare_search(config: Config, runs: str | os.PathLike, *, budgets: str | Se
     check_search_settings(directory, settings, force)
     setup = SearchSetup(config, runs, baselines, tasks, costs, space, values, seed_list, int(networks), acquisition,
                         int(batch) if batch is not None else 1, affinities, paths, settings, resume=resume,
-                        force=force)
+                        force=force, notes=notes)
     if not force:
         _load_state(setup)
     return setup
@@ -535,6 +541,8 @@ def search(config: Config, runs: str | os.PathLike | None = None, *, budgets: st
         ensure_writable_dir(out)
         atomic_write_json(out / STUDY_SETTINGS_FILE, setup.settings)
         if not quiet:
+            for note in setup.notes:
+                say(f"search: {note}")
             have = len(setup.observations)
             say(f"search: {len(setup.budgets)} budget(s) ({', '.join(format_count(b) for b in setup.budgets)}), "
                 f"seeds {', '.join(str(s) for s in setup.seeds)}, prior "

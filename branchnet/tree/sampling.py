@@ -193,6 +193,30 @@ def random_space(affinity: AffinityData, params_budget: float, costs: dict[str, 
     return space
 
 
+def budgets_with_trees(tasks: Sequence[str], stage_params: Any, head_params: Any,
+                       budgets: Sequence[int]) -> tuple[list[int], list[str]]:
+    """``budgets`` with each one whose window ``[0.9 B, B]`` holds no tree (ends excluded) moved to
+    the params of the smallest tree above it (else the largest below), and a note per move.
+
+    What ``--sweep K`` does with its evenly spaced budgets, so that every budget of a sweep has a
+    population of trees; a budget the user names is never moved (its empty window is an error).
+    """
+    whole = TreeSpace(list(tasks), stage_params, head_params, None, include_ends=False)
+    sizes = sorted({int(round(float(p))) for p in whole.params})
+    out, notes = [], []
+    for budget in budgets:
+        window = budget_window(budget)
+        if any(_inside(np.array([float(p)]), *window)[0] for p in sizes):
+            out.append(int(budget))
+            continue
+        above = [p for p in sizes if p > budget]
+        moved = min(above) if above else max(p for p in sizes if p < budget)
+        notes.append(f"the window of budget {format_count(budget)} holds no tree; using {format_count(moved)}, "
+                     "the nearest tree size")
+        out.append(int(moved))
+    return sorted(set(out)), notes
+
+
 def exhaustive_space(affinity: AffinityData, params_budget: float | None = None,
                      costs: dict[str, Any] | None = None, branch_stages: int | None = None) -> TreeSpace:
     """Every tree (ends included) in the budget window of ``params_budget``, or every tree
