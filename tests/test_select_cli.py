@@ -41,9 +41,10 @@ def test_select_json_alone_on_stdout(cli, csv_path):
     result = cli("select", "--candidates", csv_path, "--budget", "2", "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)  # nothing else on stdout
-    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment"]
+    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment", "optimal", "lower_bound", "gap"]
     assert data == {"budget": 2.0, "cost": 2.0, "total_loss": 0.815, "networks": ["depth+normals", "seg"],
-                    "assignment": {"seg": "seg", "depth": "depth+normals", "normals": "depth+normals"}}
+                    "assignment": {"seg": "seg", "depth": "depth+normals", "normals": "depth+normals"},
+                    "optimal": True, "lower_bound": 0.815, "gap": 0.0}
 
 
 def test_select_json_matches_the_library(cli, tmp_path):
