@@ -47,6 +47,10 @@ def select(
     out: OutOption = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Where the sweep plot goes (default: <candidates>-sweep.png beside the table).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", help="Seconds the search may take per budget; then the best selection found is returned "
+                             "with its proven gap, marked not proven optimal.")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Choose the set of trained networks of least total loss within an inference budget.
 
@@ -55,6 +59,8 @@ def select(
     their loss on the test table); with --sweep a table over a range of budgets (where the
     choice changes, the random and worst baselines) and a plot. --json prints the docs/design.md
     object (for --sweep without --budget: a list of them); --out saves the same JSON.
+    While it searches, stderr shows the best total loss found, the proven lower bound and
+    the gap (not with --quiet or --json).
     """
     import json
 
@@ -62,6 +68,8 @@ def select(
     from branchnet.atomic import atomic_write_json
     from branchnet.progress import say
     from branchnet.selection import select_networks, select_sweep
+    from branchnet.selection.branch_bound import check_time_limit
+    from branchnet.selection.live import search_display
     from branchnet.selection.report import budget_results
     from branchnet.selection.tables import match_tables, read_table
     from branchnet.units import parse_budget
@@ -74,6 +82,7 @@ def select(
         raise BadInput(f"--seed {seed}: give a seed >= 0")
     budget_value = parse_budget(budget, "--budget") if budget is not None else None
     budgets = parse_sweep(sweep) if sweep is not None else None
+    seconds = check_time_limit(time_limit, "--time-limit")
     task_names = parse_tasks(tasks) if tasks is not None else None
     table = read_table(candidates, fmt, task_names)
     test_table = read_table(test, fmt, task_names) if test is not None else None
@@ -94,8 +103,11 @@ def select(
         match_tables(table, test_table, f"--test {test}")
     limits = parse_max_loss(max_loss or [], table.tasks)
 
-    selection = select_networks(table, budget_value, limits) if budget_value is not None else None
-    swept = select_sweep(table, budgets, limits) if budgets is not None else None
+    with search_display(not (quiet or json_out), seconds) as progress:
+        selection = (select_networks(table, budget_value, limits, time_limit=seconds, progress=progress)
+                     if budget_value is not None else None)
+        swept = select_sweep(table, budgets, limits, time_limit=seconds, progress=progress) \
+            if budgets is not None else None
     single = budget_results(table, [selection], test_table, predicted)[0] if selection is not None else None
     rows = (budget_results(table, swept, test_table, predicted, sweep=True, baselines=baselines, draws=draws,
                            seed=seed) if swept is not None else None)
@@ -217,6 +229,10 @@ def print_selection(console, result, table) -> None:
             cells += [test.assignment[task], f"{test.task_losses[task]:.6g}"]
         tasks.add_row(*cells)
     console.print(tasks)
+    if not selection.optimal:
+        console.print(f"not proven optimal: the search stopped at its time limit; the optimal total loss is "
+                      f"between {selection.proven_lower_bound:.6g} (proven lower bound) and "
+                      f"{selection.total_loss:.6g} (gap {100 * selection.gap:.3g} %)", soft_wrap=True)
     if predicted & set(selection.networks):
         console.print("(predicted: a network the higher-order approximation predicts; train it to use it)")
 
@@ -254,7 +270,8 @@ def print_sweep(console, results) -> None:
     view.add_column("networks (tasks each serves)", overflow="fold")
     for r in results:
         s = r.selection
-        cells = [f"{s.budget:g}", "*" if r.changed else "", f"{s.cost:g}", f"{s.total_loss:.6g}"]
+        loss = f"{s.total_loss:.6g}" + ("" if s.optimal else f" (gap {100 * s.gap:.3g} %)")
+        cells = [f"{s.budget:g}", "*" if r.changed else "", f"{s.cost:g}", loss]
         if tested:
             cells.append(f"{r.test.total_loss:.6g}")
         if with_random:
@@ -270,6 +287,9 @@ def print_sweep(console, results) -> None:
         cells.append(_networks_cell(r))
         view.add_row(*cells)
     console.print(view)
+    if not all(r.selection.optimal for r in results):
+        console.print("gap: not proven optimal, the search stopped at its time limit; the optimal total loss is at "
+                      "most that much lower", soft_wrap=True)
     if with_random:
         rejected = sum(r.random.rejected for r in results if r.random is not None)
         seed = next(r.random.seed for r in results if r.random is not None)
