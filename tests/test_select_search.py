@@ -112,8 +112,8 @@ def test_rounded_families_break_ties_as_brute_force(monkeypatch, family, digits)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_families_match_milp(family):
     # Above 64 candidates: the partition search, against the independent MILP.
-    for n_tasks, seed in ((6, 0), (7, 1)):
-        table = family_table(family, n_tasks, 150, seed)
+    for n_tasks, n_candidates, seed in ((6, 100, 0), (7, 80, 1)):
+        table = family_table(family, n_tasks, n_candidates, seed)
         for budget in budgets_for(table)[1:]:
             bb, milp = select_networks(table, budget), select_milp(table, budget)
             assert bb.optimal and bb.gap == 0.0
