@@ -273,7 +273,8 @@ class BranchAndBound:
             the task's limit).
         costs: float (M,), >= 0.
         budget: the largest total cost.
-        prepared: :class:`Prepared` for these losses and costs (built if not given).
+        prepared: :class:`Prepared` for these losses and costs (its ``rows`` are searched;
+            without it, those :func:`undominated` leaves).
         limits: when to stop early (once a first solution is found), and whom to tell
             how the search stands.
     """
@@ -327,8 +328,7 @@ class BranchAndBound:
 
     def run(self) -> SearchResult:
         """Search (to the end, or until the limits stop it once a solution is found)."""
-        prepared = self.prepared or Prepared(self.losses, self.costs, self.budget)
-        rows = prepared.rows
+        rows = self.prepared.rows if self.prepared is not None else undominated(self.losses, self.costs)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, len(rows) + 200))
         stopped = False
