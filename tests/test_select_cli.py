@@ -41,9 +41,10 @@ def test_select_json_alone_on_stdout(cli, csv_path):
     result = cli("select", "--candidates", csv_path, "--budget", "2", "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)  # nothing else on stdout
-    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment"]
+    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment", "optimal", "lower_bound", "gap"]
     assert data == {"budget": 2.0, "cost": 2.0, "total_loss": 0.815, "networks": ["depth+normals", "seg"],
-                    "assignment": {"seg": "seg", "depth": "depth+normals", "normals": "depth+normals"}}
+                    "assignment": {"seg": "seg", "depth": "depth+normals", "normals": "depth+normals"},
+                    "optimal": True, "lower_bound": 0.815, "gap": 0.0}
 
 
 def test_select_json_matches_the_library(cli, tmp_path):
@@ -141,3 +142,69 @@ def test_bad_options_are_one_line(cli, csv_path, tmp_path, args, fragments):
 
 def test_missing_candidates_file(cli, tmp_path):
     assert_one_line_error(cli("select", "--candidates", tmp_path / "none.csv", "--budget", "1"), "does not exist")
+
+
+# -- --time-limit: the best selection found, with its proven gap ---------------------------------
+@pytest.fixture
+def hard_csv(tmp_path):
+    """All 255 groups of 8 tasks, each network paying 1.3 % per extra task: budget 3 takes many nodes."""
+    from branchnet.selection import Candidate, CandidateTable
+
+    table = paper_like_table(8, seed=0)
+    table = CandidateTable(table.tasks, tuple(Candidate(c.name, c.cost * (1 + 0.013 * (len(c.losses) - 1)),
+                                                        c.losses) for c in table.candidates))
+    return write_candidates(tmp_path / "hard.csv", table)
+
+
+def test_time_limit_returns_the_best_found_marked_not_optimal(cli, hard_csv):
+    # Not timed: a limit of a nanosecond passes before the search's second node.
+    full = json.loads(cli("select", "--candidates", hard_csv, "--budget", "3", "--json").out)
+    assert full["optimal"] is True and full["gap"] == 0.0 and full["lower_bound"] == full["total_loss"]
+    result = cli("select", "--candidates", hard_csv, "--budget", "3", "--json", "--time-limit", "1e-9")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["optimal"] is False and data["gap"] >= 0.0
+    assert data["lower_bound"] <= full["total_loss"] <= data["total_loss"]
+    assert data["gap"] == pytest.approx((data["total_loss"] - data["lower_bound"]) / data["total_loss"])
+    table = read_candidates(hard_csv)
+    assert data["cost"] <= 3 and set(data["assignment"]) == set(table.tasks)
+    assert set(data["assignment"].values()) <= set(data["networks"])
+    text = cli("select", "--candidates", hard_csv, "--budget", "3", "--time-limit", "1e-9")
+    assert text.code == 0 and "not proven optimal" in text.out and "lower bound" in text.out
+
+
+def test_time_limit_in_a_sweep_marks_each_budget(cli, hard_csv, tmp_path):
+    result = cli("select", "--candidates", hard_csv, "--sweep", "2:3:1", "--time-limit", "1e-9", "--no-baselines",
+                 "--plot", tmp_path / "p.png", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert [d["optimal"] for d in data] == [False, False] and all(d["gap"] >= 0 for d in data)
+    text = cli("select", "--candidates", hard_csv, "--sweep", "2:3:1", "--time-limit", "1e-9", "--no-baselines",
+               "--plot", tmp_path / "p.png")
+    assert "(gap " in text.out and "not proven optimal" in text.out
+
+
+@pytest.mark.parametrize("value, fragment", [("0", "positive"), ("-1", "positive"), ("abc", "not a number"),
+                                             ("nan", "positive"), ("inf", "positive")])
+def test_bad_time_limit_is_one_line(cli, csv_path, tmp_path, value, fragment):
+    out = tmp_path / "selection.json"
+    result = cli("select", "--candidates", csv_path, "--budget", "2", "--out", out, f"--time-limit={value}")
+    assert_one_line_error(result, "--time-limit", fragment)
+    assert not out.exists()
+
+
+def test_progress_shows_incumbent_bound_and_gap_on_stderr(cli, hard_csv, monkeypatch):
+    import branchnet.selection.live as live
+    import branchnet.selection.partition_search as search
+
+    monkeypatch.setenv("BRANCHNET_QUIET", "0")
+    monkeypatch.setattr(live, "LOG_EVERY", 0.0)  # stderr is no terminal here: a line per report
+    monkeypatch.setattr(search, "PROGRESS_EVERY", 0.0)
+    result = cli("select", "--candidates", hard_csv, "--budget", "3")
+    assert result.code == 0, result.err
+    line = next(line for line in result.err.splitlines() if line.startswith("searching"))
+    for fragment in ("budget 3:", "best total loss", "lower bound", "gap", "nodes"):
+        assert fragment in line
+    for quiet in (["--json"], ["--quiet"]):
+        result = cli("select", "--candidates", hard_csv, "--budget", "3", *quiet)
+        assert result.code == 0 and "searching" not in result.err

@@ -177,8 +177,8 @@ def test_cli_standley_with_test(cli, tables):
                  "--budget", "2", "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment", "test_total_loss",
-                          "test_assignment"]
+    assert list(data) == ["budget", "cost", "total_loss", "networks", "assignment", "optimal", "lower_bound", "gap",
+                          "test_total_loss", "test_assignment"]
     assert data["networks"] == ["b+c", "a+b+c"]
     assert data["test_total_loss"] == pytest.approx(0.83)
     assert data["test_assignment"] == {"a": "a+b+c", "b": "b+c", "c": "b+c"}

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from branchnet.cli.app import OutOption, app
+from branchnet.cli.app import OutOption, QuietOption, app
 from branchnet.moved import moved_attribute
+
 
 @app.command("select")
 def select(
@@ -45,6 +46,10 @@ def select(
     out: OutOption = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Where the sweep plot goes (default: <candidates>-sweep.png beside the table).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", help="Seconds the search may take per budget; then the best selection found is returned "
+                             "with its proven gap, marked not proven optimal.")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Choose the set of trained networks of least total loss within an inference budget.
 
@@ -53,14 +58,20 @@ def select(
     their loss on the test table); with --sweep a table over a range of budgets (where the
     choice changes, the random and worst baselines) and a plot. --json prints the docs/design.md
     object (for --sweep without --budget: a list of them); --out saves the same JSON.
+    While it searches, stderr shows the best total loss found, the proven lower bound and
+    the gap (not with --quiet or --json).
     """
     import json
 
     from branchnet.progress import say
+    from branchnet.selection.branch_bound import check_time_limit
+    from branchnet.selection.live import search_display
     from branchnet.steps.select import select as run
 
-    result = run(candidates, budget, fmt, tasks, test, predict_higher_order, sweep, draws, seed, baselines,
-                 max_loss or [], out, plot)
+    seconds = check_time_limit(time_limit, "--time-limit")
+    with search_display(not (quiet or json_out), seconds) as progress:
+        result = run(candidates, budget, fmt, tasks, test, predict_higher_order, sweep, draws, seed, baselines,
+                     max_loss or [], out, plot, time_limit=seconds, progress=progress)
     for note in result.notes:
         say(note)
     if json_out:
@@ -115,6 +126,10 @@ def print_selection(console, result, table) -> None:
             cells += [test.assignment[task], f"{test.task_losses[task]:.6g}"]
         tasks.add_row(*cells)
     console.print(tasks)
+    if not selection.optimal:
+        console.print(f"not proven optimal: the search stopped at its time limit; the optimal total loss is "
+                      f"between {selection.proven_lower_bound:.6g} (proven lower bound) and "
+                      f"{selection.total_loss:.6g} (gap {100 * selection.gap:.3g} %)", soft_wrap=True)
     if predicted & set(selection.networks):
         console.print("(predicted: a network the higher-order approximation predicts; train it to use it)")
 
@@ -152,7 +167,8 @@ def print_sweep(console, results) -> None:
     view.add_column("networks (tasks each serves)", overflow="fold")
     for r in results:
         s = r.selection
-        cells = [f"{s.budget:g}", "*" if r.changed else "", f"{s.cost:g}", f"{s.total_loss:.6g}"]
+        loss = f"{s.total_loss:.6g}" + ("" if s.optimal else f" (gap {100 * s.gap:.3g} %)")
+        cells = [f"{s.budget:g}", "*" if r.changed else "", f"{s.cost:g}", loss]
         if tested:
             cells.append(f"{r.test.total_loss:.6g}")
         if with_random:
@@ -168,6 +184,9 @@ def print_sweep(console, results) -> None:
         cells.append(_networks_cell(r))
         view.add_row(*cells)
     console.print(view)
+    if not all(r.selection.optimal for r in results):
+        console.print("gap: not proven optimal, the search stopped at its time limit; the optimal total loss is at "
+                      "most that much lower", soft_wrap=True)
     if with_random:
         rejected = sum(r.random.rejected for r in results if r.random is not None)
         seed = next(r.random.seed for r in results if r.random is not None)

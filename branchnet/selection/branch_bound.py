@@ -18,23 +18,25 @@ equal loss, tie more cheaply than) the best found, so the result stays optimal:
 * forced tasks: a task whose next-best loss alone would lift the per-task bound above
   the best must reach its least loss; the networks that do so must fit the budget
   left (and on a tie, not cost more than the best): a set-cover bound on cost;
-* partitions (:mod:`~branchnet.selection.budget_partition`, up to 14 tasks and above
-  :data:`PARTITION_MIN_CANDIDATES` candidates): the best partition of the tasks left to
-  improve into blocks, each served by one network, whose costs (counted on a budget
-  grid) fit the budget left; computed once by dynamic programming over task subsets,
-  it bounds the node and, before recursing, each child (children are then tried in
-  order of that bound, the "most promising first" of line 3, and the loop stops at the
-  first that cannot win). With costs on the grid (the paper's 1 and 0.5) the bound is
-  the exact optimum of the subtree's relaxation, and its best partition, the first
-  incumbent, is an optimal solution: the search is left to prove it and break ties;
-* otherwise a knapsack bound: the loss reduction of a set of networks is at most the
-  sum of their own reductions, and their costs must fit the budget left;
+* knapsack: the loss reduction of a set of networks is at most the sum of their own
+  reductions, and their costs must fit the budget left;
 * siblings: later siblings only use the candidates after them, so the per-task bound
   over that suffix ends the loop once it cannot win.
 
-Without the partition bound, candidates no optimal solution needs are dropped before
-the search (:func:`undominated`).
+Candidates no optimal solution needs are dropped before the search (:func:`undominated`).
 At a node that can afford only one more network the choices are scored all at once.
+
+This search serves small tables (up to :data:`PARTITION_MIN_CANDIDATES` candidates,
+where it takes a few milliseconds) and tables of more than
+:data:`~branchnet.selection.budget_partition.MAX_TASKS` tasks. Larger tables of up to
+that many tasks go to :mod:`~branchnet.selection.partition_search`, a search over
+partitions of the tasks with Lagrangian and budget-grid bounds, which is exact on any
+table (docs/select.md, "Method").
+
+Both searches take :class:`~branchnet.selection.partition_search.Limits`: a time limit
+(``time_limit=`` seconds per budget), a node limit, and a progress callback that sees the
+incumbent and the proven lower bound. Stopped early, they return the best solution
+found, marked not proven optimal, with that lower bound (:class:`Selection`).
 
 BETTER is the ranking of :mod:`branchnet.selection.solution` (least total loss, then
 lower cost, fewer networks, earlier rows); per-task hard limits (the application-
@@ -43,35 +45,46 @@ specific BETTER the paper mentions) are applied by masking losses above the limi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from branchnet.errors import BadInput
 from branchnet.selection.candidates import CandidateTable, format_number
 from branchnet.selection.cover import cheapest_cover_cost
-from branchnet.selection.budget_partition import MAX_TASKS, BudgetPartitionBound
+from branchnet.selection.budget_partition import MAX_TASKS
+from branchnet.selection.partition_search import Limits, PartitionSearch, SearchResult, SearchStatus
 from branchnet.selection.solution import (BUDGET_RTOL, Selection, apply_max_loss, evaluate, fits,
                                          solution_key, total)
 
 _EPS = np.finfo(np.float64).eps
 
-#: The partition bound is built only when more candidates than this remain: below it,
-#: setting it up costs more than it saves (5 tasks, 36 candidates: the knapsack bound
-#: alone solves in a few milliseconds).
+#: Tables of up to MAX_TASKS tasks and more candidates than this go to the partition
+#: search; below it, setting that up costs more than it saves (5 tasks, 36 candidates:
+#: this search solves in a few milliseconds).
 PARTITION_MIN_CANDIDATES = 64
 
 
 def select_networks(table: CandidateTable, budget: float,
-                    max_loss: Mapping[str, float] | None = None) -> Selection:
+                    max_loss: Mapping[str, float] | None = None, *, time_limit: float | None = None,
+                    node_limit: int | None = None,
+                    progress: Callable[[SearchStatus], None] | None = None) -> Selection:
     """The optimal set of networks within ``budget`` (Standley et al., Sec. 3.2).
 
     Args:
         table: the candidate networks.
         budget: the largest total cost allowed (relative cost, > 0).
         max_loss: optional hard limits ``{task: largest acceptable served loss}``.
+        time_limit: seconds the search may take (None: until it is proven optimal).
+            Once it has a solution the search stops at the limit and returns its best,
+            with ``optimal`` False and the proven ``lower_bound`` (see :class:`Selection`).
+        node_limit: the same as a number of search nodes (deterministic; for tests).
+        progress: called about every 0.25 s with a
+            :class:`~branchnet.selection.partition_search.SearchStatus` (incumbent,
+            lower bound, gap, nodes, seconds) and once at the end.
 
     Returns:
         The solution of least total loss whose cost fits ``budget`` and that covers
@@ -80,31 +93,59 @@ def select_networks(table: CandidateTable, budget: float,
 
     Raises:
         BadInput: the budget is not a positive number, is below the cheapest covering
-            set (the message gives that minimum), or a task cannot meet its limit.
+            set (the message gives that minimum), or a task cannot meet its limit; the
+            time limit is not a positive number of seconds.
     """
-    return select_sweep(table, [check_budget(budget)], max_loss)[0]
+    return select_sweep(table, [check_budget(budget)], max_loss, time_limit=time_limit, node_limit=node_limit,
+                        progress=progress)[0]
 
 
 def select_sweep(table: CandidateTable, budgets: Sequence[float],
-                 max_loss: Mapping[str, float] | None = None) -> list[Selection]:
+                 max_loss: Mapping[str, float] | None = None, *, time_limit: float | None = None,
+                 node_limit: int | None = None,
+                 progress: Callable[[SearchStatus], None] | None = None) -> list[Selection]:
     """:func:`select_networks` at each budget (the paper's Tables 6 and 7).
 
     Every budget must be at least :func:`~branchnet.selection.minimum_budget`; the
-    first one that is not raises BadInput naming the minimum.
+    first one that is not raises BadInput naming the minimum. ``time_limit`` and
+    ``node_limit`` apply to each budget on its own.
     """
     if not len(budgets):
         raise BadInput("the sweep has no budgets; give START:STOP:STEP with START <= STOP")
     budgets = [check_budget(b) for b in budgets]
+    time_limit = check_time_limit(time_limit)
+    if node_limit is not None and (isinstance(node_limit, bool) or not isinstance(node_limit, (int, np.integer))
+                                   or node_limit < 1):
+        raise BadInput(f"node limit {node_limit!r} must be a whole number >= 1")
     losses = apply_max_loss(table, table.loss_matrix(), max_loss)
     _check_limits_reachable(table, losses, max_loss)
     prepared = Prepared(losses, table.costs(), max(budgets))  # shared by every budget
     selections = []
     for budget in budgets:
-        rows = BranchAndBound(losses, table.costs(), budget, prepared).solve()
-        if rows is None:
+        limits = Limits(time_limit, node_limit, progress, budget=budget)
+        result = prepared.solve(budget, limits)
+        if result.rows is None:
             raise infeasible(table, budget, max_loss)
-        selections.append(evaluate(table, rows, budget, losses))
+        selection = evaluate(table, result.rows, budget, losses)
+        if not result.optimal:
+            selection = dataclasses.replace(selection, optimal=False,
+                                            lower_bound=min(float(result.lower_bound), selection.total_loss))
+        selections.append(selection)
     return selections
+
+
+def check_time_limit(value: float | str | None, what: str = "time limit") -> float | None:
+    """``value`` as seconds (a float), None for None; BadInput unless a finite number > 0."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"{what} '{value}' is not a number; give the seconds the search may take, "
+                       "e.g. 60") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadInput(f"{what} {value} must be a positive number of seconds, e.g. 60")
+    return seconds
 
 
 def check_budget(budget: float) -> float:
@@ -196,50 +237,55 @@ class Prepared:
     """What the search needs that does not depend on the budget (reused across a sweep).
 
     Attributes:
-        rows: the candidates searched (M',): all of them with the partition bound, else
-            those left after :func:`undominated`.
-        partition: the :class:`BudgetPartitionBound` for budgets up to ``budget`` (None
-            above MAX_TASKS tasks or with few candidates).
+        search: the :class:`~branchnet.selection.partition_search.PartitionSearch` for
+            budgets up to ``budget`` (up to MAX_TASKS tasks and more than
+            PARTITION_MIN_CANDIDATES candidates), else None.
+        rows: without it, the candidates :class:`BranchAndBound` searches (those left
+            after :func:`undominated`).
     """
 
     def __init__(self, losses: np.ndarray, costs: np.ndarray, budget: float) -> None:
+        self.losses, self.costs = losses, costs
         self.budget = float(budget)
-        use = losses.shape[1] <= MAX_TASKS and len(costs) > PARTITION_MIN_CANDIDATES
-        if use:
-            # The partition bound already weighs every network against the others, and
-            # with many candidates the pairwise dominance test would cost more than it saves.
+        self.search: PartitionSearch | None = None
+        if losses.shape[1] <= MAX_TASKS and len(costs) > PARTITION_MIN_CANDIDATES:
+            self.search = PartitionSearch(losses, costs, self.budget)
             self.rows = np.arange(len(costs))
-            slack = 2 * BUDGET_RTOL * max(1.0, abs(self.budget))
-            self.partition: BudgetPartitionBound | None = BudgetPartitionBound(losses, costs, self.budget, slack)
         else:
             self.rows = undominated(losses, costs)
-            self.partition = None
 
-    def incumbents(self, budget: float) -> list[list[int]]:
-        """First solutions for ``budget`` (rows of the full table): the partition bound's best partition."""
-        if self.partition is None:
-            return []
-        picked = self.partition.solution(budget)
-        return [self.rows[picked].tolist()] if picked is not None else []
+    def solve(self, budget: float, limits: Limits | None = None) -> SearchResult:
+        """The best rows within ``budget`` (<= the budget given to the constructor)."""
+        if self.search is not None:
+            return self.search.solve(budget, limits)
+        return BranchAndBound(self.losses, self.costs, budget, self, limits).run()
+
+
+class _Stop(Exception):
+    """Raised inside the search when a limit is reached."""
 
 
 class BranchAndBound:
-    """Algorithm 1 with bounds. ``solve()`` returns the optimal rows or ``None``.
+    """Algorithm 1 with bounds. ``run()`` returns a :class:`SearchResult`, ``solve()`` its rows.
 
     Args:
         losses: float (M, T), ``inf`` where a network does not solve a task (or is above
             the task's limit).
         costs: float (M,), >= 0.
         budget: the largest total cost.
-        prepared: :class:`Prepared` for these losses and costs (built if not given).
+        prepared: :class:`Prepared` for these losses and costs (its ``rows`` are searched;
+            without it, those :func:`undominated` leaves).
+        limits: when to stop early (once a first solution is found), and whom to tell
+            how the search stands.
     """
 
     def __init__(self, losses: np.ndarray, costs: np.ndarray, budget: float,
-                 prepared: Prepared | None = None) -> None:
+                 prepared: Prepared | None = None, limits: Limits | None = None) -> None:
         self.losses = np.ascontiguousarray(losses, dtype=np.float64)
         self.costs = np.asarray(costs, dtype=np.float64)
         self.prepared = prepared
         self.budget = float(budget)
+        self.limits = limits
         # FILTER keeps anything within twice the budget slack; solutions are then
         # checked exactly with fits() so nothing that fits is ever filtered out.
         self.slack = 2 * BUDGET_RTOL * max(1.0, abs(self.budget))
@@ -249,7 +295,9 @@ class BranchAndBound:
         self.best_key: tuple | None = None
         self.best_rows: list[int] | None = None
         self.nodes = 0
-        self.partition: BudgetPartitionBound | None = None
+        # One entry per node on the recursion path: a lower bound on every solution its
+        # loop has not finished with (the least of them bounds all that is left to search).
+        self._open: list[float] = []
 
     # -- BETTER ------------------------------------------------------------------
     def _offer(self, served: np.ndarray, rows: list[int]) -> None:
@@ -268,23 +316,47 @@ class BranchAndBound:
         best_loss, best_cost = self.best_key[0], self.best_key[1]
         return bound > best_loss or (bound == best_loss and cost > best_cost)
 
+    def _lower_bound(self) -> float:
+        """A lower bound on every solution: the best's loss and the open nodes' bounds."""
+        lower = min(self._open, default=math.inf)
+        return lower if self.best_key is None else min(lower, self.best_key[0])
+
     # -- search ------------------------------------------------------------------
     def solve(self) -> list[int] | None:
-        prepared = self.prepared or Prepared(self.losses, self.costs, self.budget)
-        rows, self.partition = prepared.rows, prepared.partition
-        for chosen in prepared.incumbents(self.budget):  # the best partition: a good first incumbent
-            self._offer(self.losses[chosen].min(axis=0), chosen)
+        """The optimal rows (None: no solution fits); see :meth:`run`."""
+        return self.run().rows
+
+    def run(self) -> SearchResult:
+        """Search (to the end, or until the limits stop it once a solution is found)."""
+        rows = self.prepared.rows if self.prepared is not None else undominated(self.losses, self.costs)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, len(rows) + 200))
+        stopped = False
         try:
             self._node(np.full(self.losses.shape[1], np.inf), [], rows)
+        except _Stop:
+            stopped = True
         finally:
             sys.setrecursionlimit(limit)
-        return self.best_rows
+        lower = self._lower_bound() if stopped else (self.best_key[0] if self.best_key else math.inf)
+        self._open = []
+        if self.limits is not None:
+            self.limits.report(None if self.best_key is None else self.best_key[0], lower, self.nodes, done=True)
+        return SearchResult(self.best_rows, not stopped, lower, self.nodes)
+
+    def _check_limits(self) -> None:
+        """Stop (raise _Stop) when a limit is reached and a solution is known; report progress."""
+        if self.limits is None or self.best_key is None:
+            return
+        if self.limits.reached(self.nodes):
+            raise _Stop
+        if self.limits.progress is not None:
+            self.limits.report(self.best_key[0], self._lower_bound(), self.nodes)
 
     def _node(self, cur: np.ndarray, chosen: list[int], cand: np.ndarray) -> None:
         """GETBESTNETWORKS(C_r=cand, S_r=chosen) where ``cur`` is S_r's served loss per task."""
         self.nodes += 1
+        self._check_limits()
         costs = self.costs
         cost = total(costs[chosen].tolist())
         remaining = self.budget - cost
@@ -313,17 +385,11 @@ class BranchAndBound:
         capped = np.minimum(cur, self.ref)
         gains = np.maximum(capped - sub, 0.0).sum(axis=1)  # each candidate's own loss reduction
         margin = 1e-9 * (1.0 + abs(self.best_key[0])) if self.best_key else 0.0  # these bounds are not exactly rounded
-        table = None
-        if self.partition is not None:
-            # Partition bound (blocks of tasks, each served by one network, within the budget left).
-            table = self.partition.node_table(cur)
-            if self.best_key is not None and self.partition.values(table, remaining).max() > self.best_key[0] + margin:
-                return
-        elif self.best_key is not None:
-            # Budget (knapsack) bound: reductions add up at most, and must fit the budget.
-            bound = total(capped.tolist()) - _fractional_knapsack(gains, sub_costs, remaining + self.slack)
-            if bound > self.best_key[0] + margin:
-                return
+        # Budget (knapsack) bound: reductions add up at most, and must fit the budget.
+        bound = total(capped.tolist()) - _fractional_knapsack(gains, sub_costs, remaining + self.slack)
+        if self.best_key is not None and bound > self.best_key[0] + margin:
+            return
+        node_bound = max(lower, bound - margin)
 
         # Only one more network fits: score every choice at once.
         if cand.size == 1 or np.partition(sub_costs, 1)[:2].sum() > remaining + self.slack:
@@ -331,26 +397,20 @@ class BranchAndBound:
             return
 
         children = np.minimum(cur, sub)  # (K, T) each child's served losses
-        if table is not None:
-            threshold = self.best_key[0] + margin if self.best_key is not None else None
-            child_bound = self.partition.children_bounds(cur, table, remaining, sub, sub_costs, threshold)
-        else:
-            child_bound = np.zeros(cand.size)
-        # SORT (line 3): most promising first: least child bound, then largest loss
-        # reduction, then cheaper, then table order.
-        order = np.lexsort((cand, sub_costs, -gains, child_bound))
-        cand, sub, children, child_bound = cand[order], sub[order], children[order], child_bound[order]
+        # SORT (line 3): most promising first: largest loss reduction, then cheaper, then table order.
+        order = np.lexsort((cand, sub_costs, -gains))
+        cand, sub, children = cand[order], sub[order], children[order]
         suffix = np.minimum.accumulate(sub[::-1], axis=0)[::-1]
         suffix = np.vstack([suffix, np.full((1, sub.shape[1]), np.inf)])
+        self._open.append(node_bound)
         for i in range(cand.size):  # lines 5-10
-            if self.best_key is not None:
-                if child_bound[i] > self.best_key[0] + 1e-9 * (1.0 + abs(self.best_key[0])):
-                    if table is not None:
-                        break  # sorted by child bound: no later sibling can win either
-                    continue
             rest = np.minimum(cur, suffix[i])
-            if not np.isfinite(rest).all() or self._cannot_win(total(rest.tolist()), cost):
+            if not np.isfinite(rest).all():
                 break  # no later sibling can beat the best either
+            rest_loss = total(rest.tolist())
+            if self._cannot_win(rest_loss, cost):
+                break
+            self._open[-1] = max(node_bound, rest_loss)  # every solution of children i, i+1, ...
             n = int(cand[i])
             reach = np.minimum(children[i], suffix[i + 1])
             if not np.isfinite(reach).all():
@@ -358,6 +418,7 @@ class BranchAndBound:
             if self._cannot_win(total(reach.tolist()), cost + costs[n] * (1 - 4 * _EPS)):
                 continue
             self._node(children[i], chosen + [n], cand[i + 1:])
+        self._open.pop()
 
     def _cover_prunes(self, cur: np.ndarray, reach: np.ndarray, lower: float, sub: np.ndarray,
                       sub_costs: np.ndarray, cost: float, remaining: float) -> bool:

@@ -17,7 +17,10 @@ bound stays valid whatever ``q``; when every cost is a multiple of ``q`` (the pa
 networks cost 1 and 0.5) it is the exact optimum of the completion problem, apart from
 networks bought twice, which never help. ``H`` does not depend on the partial solution:
 it is computed once by dynamic programming over subsets of tasks (the ``3^T``
-block/rest pairs, times the grid levels), and a node then takes ``O(2^T)`` work.
+block/rest pairs, times the grid levels). The partition search
+(:mod:`~branchnet.selection.partition_search`) looks up ``H(R, k)`` for the tasks ``R``
+a partial partition leaves and the steps ``k`` its budget left allows; :meth:`bound`
+gives the bound of any partial solution.
 
 The same tables give first solutions: the partition attaining ``H(all tasks, k)`` with
 costs rounded *up* to the grid (so that its networks surely fit) is a good incumbent,
@@ -52,10 +55,6 @@ _BIG = 1e200
 
 # Elements per temporary array in the table build and the children's bounds.
 _CHUNK = 1 << 22
-
-# Children whose exact bound is worked out together (on the subsets U any of them needs).
-_GROUP = 64
-
 
 @lru_cache(maxsize=None)
 def _subset_bits(k: int) -> np.ndarray:
@@ -122,9 +121,15 @@ class BudgetPartitionBound:
         costs: float (M,), >= 0.
         budget: the largest budget the search will be run with.
         slack: the budget slack the search allows (``fits``), added before rounding.
+        blocks: optional ``(block, loss, row)`` arrays: the (block, network) pairs that
+            may serve in a best solution and the network's loss on the block (the
+            partition search's fronts); by default every network with every sub-block
+            of its tasks.
     """
 
-    def __init__(self, losses: np.ndarray, costs: np.ndarray, budget: float, slack: float = 0.0) -> None:
+    def __init__(self, losses: np.ndarray, costs: np.ndarray, budget: float, slack: float = 0.0,
+                 blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        self.blocks = blocks
         self.losses = np.asarray(losses, dtype=np.float64)
         self.costs = np.asarray(costs, dtype=np.float64)
         self.n_tasks = self.losses.shape[1]
@@ -165,7 +170,17 @@ class BudgetPartitionBound:
         w = np.full(n_levels * (1 << n_tasks), np.inf)
         net = np.full(w.size, -1, dtype=np.int64)
         counts = solves.sum(axis=1)
-        for size in range(1, n_tasks + 1):
+        if self.blocks is not None:
+            block, value, rows = self.blocks
+            ok = (steps[rows] <= self.levels) & self.usable[rows]
+            block, value, rows = block[ok], value[ok], rows[ok]
+            key = steps[rows] * (1 << n_tasks) + block
+            np.minimum.at(w, key, value)
+            order = np.lexsort((rows, value, key))  # per key, the network attaining the minimum (first row)
+            first = np.ones(order.size, dtype=bool)
+            first[1:] = key[order][1:] != key[order][:-1]
+            net[key[order][first]] = rows[order][first]
+        for size in range(1, n_tasks + 1) if self.blocks is None else ():
             group = np.flatnonzero((counts == size) & (steps <= self.levels) & self.usable)
             bits = _subset_bits(size)  # (2^s, s)
             per = max(1, _CHUNK // (1 << size))
@@ -280,67 +295,3 @@ class BudgetPartitionBound:
     def bound(self, cur: np.ndarray, remaining: float) -> float:
         """Least total loss any completion of a partial solution can reach."""
         return float(self.values(self.node_table(cur), remaining)[0])
-
-    def children_bounds(self, cur: np.ndarray, table: np.ndarray, remaining: float, losses: np.ndarray,
-                        costs: np.ndarray, threshold: float | None) -> np.ndarray:
-        """Lower bounds for the children ``S_r + n`` of a node, one per candidate n (K,).
-
-        A bound above ``threshold`` is only guaranteed to be above it (such children are
-        pruned, so their exact bound is not worked out); below it, it is a true lower bound.
-
-        Args:
-            cur: the node's served loss per task (T,), ``inf`` where uncovered.
-            table: :meth:`node_table` of ``cur``.
-            remaining: the node's remaining budget.
-            losses: the candidates' losses (K, T); costs: their costs (K,).
-            threshold: the incumbent's total loss plus a margin (None: no incumbent).
-        """
-        levels = self.levels_of(remaining - costs)
-        error = self.rounding_error(cur)
-        covered = np.isfinite(cur)
-        # Cheap bound first. For a child n covering the tasks S_n, only the sets U holding
-        # the uncovered tasks outside S_n count, and on them the child's F(U) is at least
-        # the node's with each uncovered task outside U served at its least loss over all
-        # networks (``floor``), less n's reductions on covered tasks:
-        #     bound(n) >= min_{U ⊇ uncovered \ S_n} F_floor(U, level_n) - sum_t red(n, t).
-        base = np.where(covered, cur, self.floor)
-        base = np.where(np.isfinite(base), base, _BIG)  # a task no network solves: never left outside U
-        needed = np.unique(levels)
-        spread = self.outside @ base + self.h[needed]  # (L, 2^T)
-        for t in range(self.n_tasks):  # superset minimum: G(V) = min_{U ⊇ V} F(U)
-            view = spread.reshape(needed.size, -1, 2, 1 << t)
-            np.minimum(view[:, :, 0, :], view[:, :, 1, :], out=view[:, :, 0, :])
-        uncovered = int(sum(1 << t for t in np.flatnonzero(~covered).tolist()))
-        solves = (np.isfinite(losses) << np.arange(self.n_tasks)).sum(axis=1)
-        red = np.subtract(cur, losses, out=np.zeros_like(losses), where=covered & (losses < cur)).sum(axis=1)
-        out = spread[np.searchsorted(needed, levels), uncovered & ~solves] - red - error
-        unsure = np.arange(costs.size) if threshold is None else np.flatnonzero(out <= threshold)
-        if unsure.size == 0:
-            return out
-        # The exact bound, for children in groups of similar task sets: in each group only
-        # the subsets U where some member could get below the threshold are looked at.
-        unsure = unsure[np.argsort(solves[unsure], kind="stable")]
-        children = np.minimum(cur, losses[unsure])
-        children = np.where(np.isfinite(children), children, _BIG)
-        group = _GROUP if threshold is not None else unsure.size
-        for lo in range(0, unsure.size, group):
-            part, kids = unsure[lo:lo + group], children[lo:lo + group]
-            columns = slice(None)
-            if threshold is not None:
-                low = self.node_table(kids.min(axis=0)) + self.h[levels[part].max()]
-                columns = np.flatnonzero(low <= threshold + error)
-                if columns.size == 0:
-                    out[part] = np.inf
-                    continue
-            outside, h = self.outside[columns], self.h[:, columns]
-            step = max(1, _CHUNK // max(1, outside.shape[0]))
-            for a in range(0, part.size, step):
-                values = kids[a:a + step] @ outside.T  # (k, |U|)
-                values += h[levels[part[a:a + step]]]
-                out[part[a:a + step]] = values.min(axis=1) - error
-        return out
-
-    def rounding_error(self, cur: np.ndarray) -> float:
-        """How far the float sums can overshoot the exact bound for children of a node with losses ``cur``."""
-        scale = float(np.abs(cur[np.isfinite(cur)]).sum()) + float(self.ref_total) + self.h_scale
-        return 8 * float(np.finfo(np.float64).eps) * (cur.size + 3) * (scale + 1.0)

@@ -44,6 +44,10 @@ class Selection:
         networks: the chosen networks' names, in candidate-table order.
         assignment: ``{task: network}``, which chosen network serves each task (task order).
         task_losses: ``{task: loss}``, the served loss of each task.
+        optimal: whether the search proved it optimal (False: it stopped on a time or
+            node limit, and ``lower_bound`` is what it proved).
+        lower_bound: no selection within the budget has a total loss below this (None:
+            ``total_loss``, the selection being optimal).
     """
 
     budget: float
@@ -52,15 +56,39 @@ class Selection:
     networks: tuple[str, ...]
     assignment: dict[str, str]
     task_losses: dict[str, float] = field(default_factory=dict)
+    optimal: bool = True
+    lower_bound: float | None = None
+
+    @property
+    def proven_lower_bound(self) -> float:
+        """The proven lower bound on the optimal total loss (``total_loss`` when optimal)."""
+        return float(self.total_loss if self.lower_bound is None else min(self.lower_bound, self.total_loss))
+
+    @property
+    def gap(self) -> float:
+        """The proven relative gap ``(total_loss - lower bound) / total_loss`` (0 when optimal).
+
+        The optimum lies between the lower bound and ``total_loss``; with a total loss
+        of 0 the gap is the absolute difference (also 0).
+        """
+        return relative_gap(self.total_loss, self.proven_lower_bound)
 
     def to_json(self) -> dict[str, Any]:
-        """The docs/design.md ``--json`` object: budget, cost, total_loss, networks, assignment."""
+        """The docs/design.md ``--json`` object: budget, cost, total_loss, networks, assignment,
+        and whether it is proven ``optimal``, with the proven ``lower_bound`` and relative ``gap``."""
         return {"budget": float(self.budget), "cost": float(self.cost), "total_loss": float(self.total_loss),
-                "networks": list(self.networks), "assignment": dict(self.assignment)}
+                "networks": list(self.networks), "assignment": dict(self.assignment),
+                "optimal": bool(self.optimal), "lower_bound": self.proven_lower_bound, "gap": float(self.gap)}
 
     def served_tasks(self, network: str) -> list[str]:
         """The tasks that ``network`` serves in this selection, in task order."""
         return [t for t, n in self.assignment.items() if n == network]
+
+
+def relative_gap(incumbent: float, lower_bound: float) -> float:
+    """``(incumbent - lower_bound) / |incumbent|``, >= 0 (the difference itself when the incumbent is 0)."""
+    diff = max(0.0, float(incumbent) - float(lower_bound))
+    return diff / abs(incumbent) if incumbent != 0 else diff
 
 
 def total(values: Iterable[float]) -> float:

@@ -86,3 +86,93 @@ def many_networks_table(n_tasks: int, n_candidates: int, seed: int = 0,
             name = f"{name}#{seen[name]}"
         candidates.append(Candidate(name, width, losses_of(group, width)))
     return CandidateTable(tuple(tasks), tuple(candidates[:n_candidates]))
+
+
+# -- generator families the exact search was not tuned on (tools/bench_select.py, tests) ----------------
+
+#: The families of :func:`family_table`, each with what it stresses.
+FAMILIES = {
+    "grid": "the project's own generator (many_networks_table): costs 1, 0.75, 0.5 on a grid",
+    "proportional": "cost proportional to the tasks served (0.2 per task, +-20 %), continuous",
+    "independent": "cost independent of the tasks served, U(0.1, 1.5); uniform losses",
+    "heavy-tailed": "Pareto costs (shape 1.2, from 0.05): most networks cheap, a few very dear",
+    "huge-cheap": "a few networks serving 10 to all tasks at cost 0.2 to 0.4, the rest dearer",
+    "decimals": "continuous costs with 3 decimals, U(0.1, 2), all off any coarse grid",
+    "every-size": "a random subset of every size 1..T, costs independent U(0.25, 1.25), uniform losses",
+}
+
+
+def family_table(family: str, n_tasks: int, n_candidates: int, seed: int = 0) -> CandidateTable:
+    """A random candidate table of ``n_candidates`` networks over ``n_tasks`` tasks from a named family.
+
+    Families (:data:`FAMILIES`) differ in how a network's tasks, cost and losses are
+    drawn, so that a selector tuned on one is tried on the others:
+
+    * ``grid``: :func:`many_networks_table`;
+    * ``proportional``: tasks uniform over the non-empty subsets, cost ``0.2 |G| U(0.8, 1.2)``;
+    * ``independent``: tasks uniform over the subsets, cost ``U(0.1, 1.5)``;
+    * ``heavy-tailed``: tasks uniform over the subsets, cost ``0.05 (1 + Pareto(1.2))``;
+    * ``huge-cheap``: ``max(2, M / 500)`` networks serving at least 10 tasks (all of them
+      if fewer) at cost ``U(0.2, 0.4)``, losses 10-30 % worse; the rest as ``proportional``;
+    * ``decimals``: tasks uniform over the subsets, cost ``U(0.1, 2)`` rounded to 3 decimals;
+    * ``every-size``: a size uniform in 1..T, then tasks uniform among the subsets of that
+      size, cost ``U(0.25, 1.25)``.
+
+    Losses are uniform ``U(0, 1)`` per network and task for ``independent``,
+    ``heavy-tailed`` and ``every-size``; otherwise they follow :func:`paper_like_table`
+    (a task's single-task loss, changed a few percent by the tasks it shares with).
+    The first ``T`` networks are single-task ones, one per task at the family's cost,
+    so every task is covered (:func:`~branchnet.selection.minimum_budget` gives the
+    least budget with a solution). Names are ``n<i>``; rows are in the order drawn.
+    """
+    if family == "grid":
+        return many_networks_table(n_tasks, n_candidates, seed)
+    if family not in FAMILIES:
+        from branchnet.errors import unknown_choice
+        raise unknown_choice("table family", family, FAMILIES)
+    rng = np.random.default_rng([seed, list(FAMILIES).index(family)])
+    tasks = [f"t{i}" for i in range(n_tasks)]
+    single = rng.uniform(0.05, 0.2, n_tasks)
+    pair = rng.normal(0.0, 0.05, (n_tasks, n_tasks))
+    uniform_losses = family in ("independent", "heavy-tailed", "every-size")
+
+    def draw_tasks() -> np.ndarray:
+        if family == "every-size":
+            return np.sort(rng.choice(n_tasks, size=int(rng.integers(1, n_tasks + 1)), replace=False))
+        mask = int(rng.integers(1, 1 << n_tasks))
+        return np.flatnonzero([(mask >> t) & 1 for t in range(n_tasks)])
+
+    def draw_cost(size: int) -> float:
+        if family in ("proportional", "huge-cheap"):
+            return float(0.2 * size * rng.uniform(0.8, 1.2))
+        if family == "independent":
+            return float(rng.uniform(0.1, 1.5))
+        if family == "heavy-tailed":
+            return float(0.05 * (1.0 + rng.pareto(1.2)))
+        if family == "decimals":
+            return float(np.round(rng.uniform(0.1, 2.0), 3))
+        return float(rng.uniform(0.25, 1.25))  # every-size
+
+    def draw_losses(group: np.ndarray, worse: float = 0.0) -> dict[str, float]:
+        if uniform_losses:
+            return {tasks[t]: float(v) for t, v in zip(group.tolist(), rng.uniform(0.0, 1.0, group.size))}
+        out = {}
+        for t in group.tolist():
+            effect = float(np.mean([pair[t, u] for u in group.tolist() if u != t])) if group.size > 1 else 0.0
+            out[tasks[t]] = float(single[t] * (1 + effect + 0.01 * (group.size - 1) + worse + rng.normal(0, 0.02)))
+        return out
+
+    candidates: list[Candidate] = []
+    for t in range(n_tasks):
+        group = np.array([t])
+        candidates.append(Candidate(f"n{len(candidates)}", draw_cost(1), draw_losses(group)))
+    if family == "huge-cheap":
+        for _ in range(max(2, n_candidates // 500)):
+            size = int(rng.integers(min(10, n_tasks), n_tasks + 1))
+            group = np.sort(rng.choice(n_tasks, size=size, replace=False))
+            candidates.append(Candidate(f"n{len(candidates)}", float(rng.uniform(0.2, 0.4)),
+                                        draw_losses(group, float(rng.uniform(0.1, 0.3)))))
+    while len(candidates) < n_candidates:
+        group = draw_tasks()
+        candidates.append(Candidate(f"n{len(candidates)}", draw_cost(group.size), draw_losses(group)))
+    return CandidateTable(tuple(tasks), tuple(candidates[:n_candidates]))

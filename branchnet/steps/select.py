@@ -52,14 +52,19 @@ def select(candidates: str | os.PathLike, budget: str | float | None = None, fmt
            tasks: str | None = None, test: str | os.PathLike | None = None, predict_higher_order: bool = False,
            sweep: str | None = None, draws: int = 1000, seed: int = 0, baselines: bool = True,
            max_loss: Sequence[str] = (), out: str | os.PathLike | None = None,
-           plot: str | os.PathLike | None = None) -> SelectResult:
+           plot: str | os.PathLike | None = None, time_limit: float | str | None = None,
+           progress: Any = None) -> SelectResult:
     """Choose the set of trained networks of least total loss within ``budget`` (and/or for every
     budget of ``sweep``, ``START:STOP:STEP``), as ``branchnet select`` does.
 
     Writes ``out`` (the JSON result) and, with a sweep, its plot (``plot``, default
-    ``<candidates>-sweep.png``) once everything is known to be valid. Raises :class:`BadInput`
-    (nothing written) for bad tables, budgets, limits or options.
+    ``<candidates>-sweep.png``) once everything is known to be valid. ``time_limit``: seconds the
+    search may take per budget (then the best selection found, marked not proven optimal with its
+    gap); ``progress``: a callback of the search's reports (:mod:`branchnet.selection.live`).
+    Raises :class:`BadInput` (nothing written) for bad tables, budgets, limits or options.
     """
+    from branchnet.selection.branch_bound import check_time_limit
+
     if budget is None and sweep is None:
         raise BadInput("give --budget B (e.g. --budget 2.5) or --sweep START:STOP:STEP (e.g. --sweep 1:5:0.5)")
     if draws < 1:
@@ -69,6 +74,7 @@ def select(candidates: str | os.PathLike, budget: str | float | None = None, fmt
     candidates = Path(candidates)
     budget_value = parse_budget(budget, "--budget") if budget is not None else None
     budgets = parse_sweep(sweep) if sweep is not None else None
+    seconds = check_time_limit(time_limit, "--time-limit")
     task_names = parse_tasks(tasks) if tasks is not None else None
     table = read_table(candidates, fmt, task_names)
     test_table = read_table(test, fmt, task_names) if test is not None else None
@@ -89,8 +95,10 @@ def select(candidates: str | os.PathLike, budget: str | float | None = None, fmt
         match_tables(table, test_table, f"--test {test}")
     limits = parse_max_loss(list(max_loss), table.tasks)
 
-    selection = select_networks(table, budget_value, limits) if budget_value is not None else None
-    swept = select_sweep(table, budgets, limits) if budgets is not None else None
+    selection = (select_networks(table, budget_value, limits, time_limit=seconds, progress=progress)
+                 if budget_value is not None else None)
+    swept = (select_sweep(table, budgets, limits, time_limit=seconds, progress=progress)
+             if budgets is not None else None)
     single = budget_results(table, [selection], test_table, predicted)[0] if selection is not None else None
     rows = (budget_results(table, swept, test_table, predicted, sweep=True, baselines=baselines, draws=draws,
                            seed=seed) if swept is not None else None)
