@@ -20,7 +20,7 @@ Two parts, each printed as a table with the load average:
 
 Usage::
 
-    python tools/bench_search.py [--keys 3] [--quick] [--train] [--network-seconds 57]
+    python tools/bench_search.py [--keys 3] [--quick | --overhead-only] [--train] [--network-seconds 57]
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=3, help="hidden truths per family and shape")
     parser.add_argument("--quick", action="store_true", help="one shape, one noise, one prior, 2 keys")
+    parser.add_argument("--overhead-only", action="store_true", help="only part 2, the loop's own work")
     parser.add_argument("--train", action="store_true", help="train one scenes-evaluate network as the baseline")
     parser.add_argument("--network-seconds", type=float, default=57.0,
                         help="seconds per scenes-evaluate network when --train is not given (docs/evaluate.md)")
@@ -165,7 +166,9 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"# bench_search: {os.cpu_count()} CPU cores, load average {load():.1f} at start")
     started = time.perf_counter()
-    if args.quick:
+    if args.overhead_only:
+        pass
+    elif args.quick:
         oracle_table(2, [(5, 4)], [2.5], ["informative"])
     else:
         oracle_table(args.keys, [(4, 3), (5, 4), (6, 4)], [1.0, 2.5], ["informative", "none"])
