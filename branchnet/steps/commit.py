@@ -23,16 +23,17 @@ def commit_network(directory: str | os.PathLike, model: Any, config: Config, kin
                    metrics: Mapping[str, Any], extra: Mapping[str, Any] | None = None, *,
                    curves: bool = True) -> None:
     """The save epilogue of every trained network, on rank 0, in an order that never loses work:
-    ``model.pt`` first, then ``metrics.json`` (JSON that cannot fail), then the record
-    ``run.json`` that commits both, then drop the checkpoint and (with ``curves``) draw
+    ``model.pt`` first, then ``metrics.json`` (JSON that cannot fail), each hashed as it is
+    written, then the record ``run.json`` that commits both, then drop the checkpoint and (with ``curves``) draw
     ``curves.png``; all ranks wait at the end. The networks of a study (``evaluate``,
     ``search``) leave ``curves`` off: nobody looks at dozens of them, and drawing costs more
     than the rest of the commit (:func:`draw_curves` draws one later)."""
     directory = Path(directory)
     if distributed.is_main():
-        save_model(directory / MODEL_FILE, model, config, kind, dict(extra or {}))
-        atomic_write_json(directory / METRICS_FILE, json_safe(dict(metrics)))
-        write_record(directory, fp)
+        digests: dict[str, dict[str, Any]] = {MODEL_FILE: {}, METRICS_FILE: {}}  # hashed as they are written
+        save_model(directory / MODEL_FILE, model, config, kind, dict(extra or {}), written=digests[MODEL_FILE])
+        atomic_write_json(directory / METRICS_FILE, json_safe(dict(metrics)), written=digests[METRICS_FILE])
+        write_record(directory, fp, digests=digests)
         (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
         if curves and metrics.get("history"):
             plot_curves(directory / CURVES_FILE, metrics["history"], model.tasks)
