@@ -174,7 +174,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, written: dict[str, Any
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, written: dict[str, Any] | None = None) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2,
+                      written: dict[str, Any] | None = None) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (NaN is refused: it is not JSON); ``written``
     as :func:`atomic_write_text`."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_json_default) + "\n",

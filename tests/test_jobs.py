@@ -49,6 +49,8 @@ def test_slots_on_a_cpu(monkeypatch):
         plan_slots("2", 0, "cpu")
     fitted = fit_slots(JobSlots(4, 1, ("cpu",) * 4), 2)
     assert fitted.jobs == 2 and "--jobs 4 but 2 network(s)" in fitted.notes[0]
+    spread = fit_slots(JobSlots(4, 1, ("cuda:0", "cuda:0", "cuda:1", "cuda:1")), 2)
+    assert spread.devices == ("cuda:0", "cuda:1")  # one per GPU before two on any
 
 
 def test_job_clock():

@@ -89,6 +89,7 @@ def plan_slots(jobs: str | int | None, per_device: int | None, device: str) -> J
     default 1); worker i runs on device ``i // K``, and more jobs than devices x K is refused.
     The devices are this rank's under torchrun, the one of ``cuda:N``, else every visible GPU.
     Threads per job: the free cores (of this rank's share under torchrun) over the jobs, at least 1.
+    ``--jobs 1`` without ``--per-device`` measures nothing: no pool, the command's own threads.
     :class:`BadInput` (one line) for a bad value.
     """
     import torch
@@ -99,11 +100,14 @@ def plan_slots(jobs: str | int | None, per_device: int | None, device: str) -> J
     count = parse_jobs(jobs)
     per = parse_per_device(per_device)
     resolved = resolve_device(device, "train.device")
+    if count == 1 and per is None:  # no pool: the command trains in its own process, as before
+        return JobSlots(1, max(1, torch.get_num_threads()), (str(resolved),))
     cores = max(1, free_cores(refresh=True) // _local_world())
     if resolved.type == "cpu":
         if per is not None:
-            raise BadInput(f"--per-device {per} shares a GPU among networks, but this run trains on the CPU "
-                           f"(train.device {device}{': no GPU here' if str(device) == 'auto' else ''}); leave --per-device out and give --jobs N or --jobs auto")
+            why = f"train.device {device}" + (": no GPU here" if str(device) == "auto" else "")
+            raise BadInput(f"--per-device {per} shares a GPU among networks, but this run trains on the CPU ({why}); "
+                           "leave --per-device out and give --jobs N or --jobs auto")
         n = count if count is not None else max(1, cores // CORES_PER_AUTO_JOB)
         return JobSlots(n, max(1, cores // n), ("cpu",) * n)
     if "LOCAL_RANK" in os.environ or resolved.index is not None and str(device) not in ("auto", "cuda"):
@@ -124,11 +128,14 @@ def plan_slots(jobs: str | int | None, per_device: int | None, device: str) -> J
 
 
 def fit_slots(slots: JobSlots, networks: int) -> JobSlots:
-    """``slots`` for ``networks`` networks: no more jobs than networks (with a note saying so)."""
+    """``slots`` for ``networks`` networks: no more jobs than networks (with a note saying so),
+    spread over the devices (one per GPU before two on any)."""
     if slots.jobs <= networks or networks == 0:
         return slots
-    note = (f"--jobs {slots.jobs} but {networks} network(s) to train: running {networks} at once")
-    return JobSlots(networks, slots.threads, slots.devices[:networks], slots.notes + (note,))
+    note = f"--jobs {slots.jobs} but {networks} network(s) to train: running {networks} at once"
+    unique = list(dict.fromkeys(slots.devices))
+    devices = tuple(unique[i % len(unique)] for i in range(networks))
+    return JobSlots(networks, slots.threads, devices, slots.notes + (note,))
 
 
 class JobClock:

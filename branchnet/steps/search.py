@@ -49,7 +49,7 @@ from branchnet.runs import (PREDICTED_FILE, PROPOSALS_FILE, RECORD_FILE, SEARCH_
                             STUDY_NETS_DIR, STUDY_SETTINGS_FILE, SUMMARY_MD, TREES_FILE, Baselines, affinity_path,
                             find_baselines, first_difference, json_safe, plan_network, read_json, read_metrics,
                             read_record, search_dir, search_network_dir, search_tree_path, study_settings)
-from branchnet.steps.jobs import JobSlots, Pool, duration, fit_slots, plan_slots
+from branchnet.steps.jobs import Pool, duration, fit_slots, plan_slots
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, StudyTree, check_budgets, compact_partitions, sweep_budgets, tree_id
 from branchnet import distributed as dist_utils
