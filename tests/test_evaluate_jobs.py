@@ -90,6 +90,23 @@ def serial(base):
     return _rows(runs / "evaluate" / "trees.csv")
 
 
+def test_a_rerun_with_every_network_reused_keeps_the_report(base, serial):
+    import branchnet.train.engine as engine
+    from branchnet.steps.evaluate import evaluate
+
+    out = base["root"] / "serial" / "evaluate"
+    files = ("trees.csv", "summary.json", "summary.md", "pareto.png")
+    before = {name: (out / name).stat().st_mtime_ns for name in files}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "fit", None)  # nothing may train
+        summary = evaluate(base["config"], base["root"] / "serial", quiet=True, **base["options"])
+        assert {name: (out / name).stat().st_mtime_ns for name in files} == before  # the same report: kept
+        assert summary["verdict"] and _rows(out / "trees.csv") == serial
+        (out / "pareto.png").unlink()
+        evaluate(base["config"], base["root"] / "serial", quiet=True, **base["options"])
+    assert (out / "pareto.png").is_file()  # a report not whole is written again
+
+
 def test_two_jobs_give_the_trees_of_one(base, serial):
     from branchnet.runs import CURVES_FILE
     from branchnet.steps.commit import draw_curves

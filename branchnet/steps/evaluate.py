@@ -27,6 +27,7 @@ trained it, so the result equals a serial run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -41,7 +42,7 @@ from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
 from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
-                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference,
+                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference, json_safe,
                             plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
 from branchnet.steps.affinity import MEASURES
 from branchnet.steps.jobs import JobClock, JobSlots, Pool, duration, fit_slots, plan_slots
@@ -409,11 +410,12 @@ def _wait_for(study: Study, jobs: Sequence[Job], quiet: bool) -> None:
 
 def write_report(study: Study) -> dict[str, Any]:
     """trees.csv, summary.json, summary.md and pareto.png from the committed networks; returns
-    the summary."""
+    the summary. When the report in the evaluate directory is already this one (the same
+    trees.csv to the byte, the same study in summary.json, pareto.png there), nothing is
+    rewritten (a rerun with every network reused)."""
+    from branchnet.atomic import atomic_write_text
     from branchnet.data import build_tasks
-    from branchnet.study.plot import plot_pareto
-    from branchnet.study.summary import summarize, write_summary
-    from branchnet.study.table import columns, study_rows, write_trees_csv
+    from branchnet.study.table import columns, study_rows, trees_csv_text
 
     tasks = build_tasks(study.config)
     metrics = {}
@@ -422,13 +424,38 @@ def write_report(study: Study) -> dict[str, Any]:
         metrics[job] = read_metrics(study.network_plans[job].directory, label, "rerun `branchnet evaluate`")
     rows = study_rows(study.plan, metrics, tasks, study.baselines.metrics)
     out = evaluate_dir(study.runs)
-    write_trees_csv(out / TREES_FILE, rows, columns(study.plan, tasks))
+    text = trees_csv_text(rows, columns(study.plan, tasks))
+    context = json.loads(json.dumps(json_safe({
+        "config": str(study.config.source), "runs": str(study.runs),
+        "budgets_asked": [int(b) for b in study.plan.budgets], "population": study.plan.population,
+        "window_sizes": {str(k): v for k, v in study.plan.window_sizes.items()}, "notes": study.notes})))
+    current = _current_report(out, text, context)
+    if current is not None:
+        return current
+    from branchnet.study.plot import plot_pareto
+    from branchnet.study.summary import summarize, write_summary
+
+    atomic_write_text(out / TREES_FILE, text)
     summary = summarize(rows)
-    summary.update(config=str(study.config.source), runs=str(study.runs),
-                   budgets_asked=[int(b) for b in study.plan.budgets], population=study.plan.population,
-                   window_sizes={str(k): v for k, v in study.plan.window_sizes.items()}, notes=study.notes)
+    summary.update(context)
     write_summary(out, summary, title=f"branchnet evaluate: {study.config.name}")
     plot_pareto(rows, summary, out / PARETO_FILE, title=f"{study.config.name}: params against test Δ_MTL")
+    return summary
+
+
+def _current_report(out: Path, text: str, context: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the report in ``out`` when it is the report of trees.csv ``text`` and the
+    study ``context`` (summary.md and pareto.png there too), else None."""
+    try:
+        if (out / TREES_FILE).read_text(encoding="utf-8") != text:
+            return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    summary = read_json(out / SUMMARY_JSON)
+    if not isinstance(summary, dict) or any(summary.get(k) != v for k, v in context.items()):
+        return None
+    if not (out / SUMMARY_MD).is_file() or not (out / PARETO_FILE).is_file():
+        return None
     return summary
 
 
