@@ -22,7 +22,8 @@ networks still to train, the ranks leave the process group, and rank r trains jo
 r, r + W, r + 2W, ... of that list alone on its own device (no DistributedDataParallel, no
 collective inside a job); rank 0 then waits until every network of the list is committed
 in the run store and writes the report. A network's numbers do not depend on which rank
-trained it, so the result equals a serial run.
+trained it, so the result equals a serial run. With ``--jobs N`` each rank trains its share N
+at a time, in worker processes (:mod:`branchnet.steps.jobs`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ docs/design.md, "Learned sharing cost"; docs/evaluate.md, "The learned tree". Th
    proposals are written to ``proposals.json`` before they train, so a rerun after a crash
    trains what is missing and goes on. Under ``torchrun`` the ranks train the round's
    proposals side by side (rank r the positions r, r + W, ...; rank 0 proposes, waits for them
-   in the run store and refits); the proposals depend on ``--batch``, not on the ranks.
+   in the run store and refits); the proposals depend on ``--batch``, not on the ranks. With
+   ``--jobs N`` each rank trains its share of a round N at a time in worker processes
+   (:mod:`branchnet.steps.jobs`, one pool kept for every round).
 3. **The report** (rank 0): ``trees.csv`` (evaluate's columns), ``model.json`` (the model,
    its coefficients and diagnostics), ``tree-<budget>.json`` per budget (the recommended tree,
    a tree.json), ``predicted.png`` and ``summary.md``.
