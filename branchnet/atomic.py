@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -140,16 +141,45 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp.unlink()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (UTF-8)."""
+class HashingWriter:
+    """A binary file that adds up the bytes written through it and their SHA-256 (the digest of
+    the file without reading it back)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def digest(self) -> dict[str, Any]:
+        """``{"bytes": size, "sha256": hex digest}`` of what was written (a run record's entry)."""
+        return {"bytes": self.bytes, "sha256": self.sha256.hexdigest()}
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, written: dict[str, Any] | None = None) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8). ``written``, when given, receives the bytes
+    and SHA-256 of the file (:meth:`HashingWriter.digest`)."""
+    data = text.encode("utf-8")
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
+    if written is not None:
+        written.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     return Path(path)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (NaN is refused: it is not JSON)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2,
+                      written: dict[str, Any] | None = None) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (NaN is refused: it is not JSON); ``written``
+    as :func:`atomic_write_text`."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, default=_json_default) + "\n",
+                             written)
 
 
 def json_safe(obj: Any) -> Any:
@@ -199,13 +229,20 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return Path(path)
 
 
-def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically."""
+def atomic_torch_save(path: str | os.PathLike, obj: Any, written: dict[str, Any] | None = None) -> Path:
+    """``torch.save`` to ``path`` atomically. ``written``, when given, receives the bytes and
+    SHA-256 of the file, hashed as it is written (one pass, no read back)."""
     import torch
 
     with atomic_path(path) as tmp:
         try:
-            torch.save(obj, tmp)
+            if written is None:
+                torch.save(obj, tmp)
+            else:
+                with open(tmp, "wb") as fh:
+                    writer = HashingWriter(fh)
+                    torch.save(obj, writer)
+                written.update(writer.digest())
         except RuntimeError as exc:  # torch wraps a failed write (a full disk) in a RuntimeError
             if "writ" not in str(exc).lower():
                 raise

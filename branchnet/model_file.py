@@ -29,13 +29,14 @@ MODEL_FORMAT = "branchnet.model/1"
 
 
 def save_model(path: str | os.PathLike, model: BranchedNet, config: Config, kind: str,
-               extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (weights and description) to ``path`` atomically."""
+               extra: dict[str, Any] | None = None, written: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (weights and description) to ``path`` atomically; ``written``, when given,
+    receives the file's bytes and SHA-256 (:func:`branchnet.atomic.atomic_torch_save`)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_torch_save(path, {
         "format": MODEL_FORMAT, "kind": kind, "state_dict": state, "config": config.to_dict(),
         **model.describe(), "extra": extra or {},
-    })
+    }, written)
 
 
 def task_from_description(info: dict[str, Any]) -> Task:

@@ -347,12 +347,17 @@ class Record:
         return self.files[MODEL_FILE]["sha256"]
 
 
-def write_record(directory: Path, fp: Mapping[str, Any], files: Sequence[str] = (MODEL_FILE, METRICS_FILE)) -> Path:
-    """Commit a network: write ``run.json`` with ``fp`` and the digests of ``files`` (last of all)."""
+def write_record(directory: Path, fp: Mapping[str, Any], files: Sequence[str] = (MODEL_FILE, METRICS_FILE),
+                 digests: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Commit a network: write ``run.json`` with ``fp`` and the digests of ``files`` (last of all).
+    ``digests`` holds those taken as the files were written (``{"bytes", "sha256"}``, see
+    :class:`branchnet.atomic.HashingWriter`); the others are read back and hashed."""
     directory = Path(directory)
+    digests = digests or {}
     return atomic_write_json(directory / RECORD_FILE, {
         "format": RECORD_FORMAT, "fingerprint": json_safe(dict(fp)),
-        "files": {name: _file_digest(directory / name) for name in files},
+        "files": {name: dict(digests[name]) if name in digests else _file_digest(directory / name)
+                  for name in files},
     })
 
 

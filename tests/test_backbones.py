@@ -120,3 +120,32 @@ def test_local_pretrained_weights_are_loaded(tmp_path):
     torch.save(source.state_dict(), tmp_path / "r18.pth")
     with pytest.raises(BadInput, match="do not fit"):
         create_timm_model(ModelConfig(backbone="resnet34", pretrained=str(tmp_path / "r18.pth")))
+
+
+def test_flops_are_counted_once_per_structure_and_input_shape():
+    from branchnet.nn.backbones import _FLOPS, _count_flops
+
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.zeros(1, 3, 16, 16)
+    first = count_flops(conv, x)
+    assert first == _count_flops(conv, x) and len([k for k in _FLOPS if "Conv2d(3, 8" in k[0]]) >= 1
+    assert count_flops(nn.Conv2d(3, 8, 3, padding=1), x) == first  # another copy: the same count
+    assert count_flops(conv, torch.zeros(1, 3, 32, 32)) == 4 * first  # another shape: counted again
+    assert count_flops(nn.Conv2d(3, 8, 3, padding=1, stride=2), x) == first // 4  # another setting
+
+
+def test_a_record_of_files_hashed_as_written_equals_one_read_back(tmp_path):
+    import hashlib
+
+    from branchnet.atomic import atomic_torch_save, atomic_write_json
+    from branchnet.runs import read_record, write_record
+
+    written = {"model.pt": {}, "metrics.json": {}}
+    atomic_torch_save(tmp_path / "model.pt", {"w": torch.arange(1000.0)}, written["model.pt"])
+    atomic_write_json(tmp_path / "metrics.json", {"a": 1}, written=written["metrics.json"])
+    for name, digest in written.items():
+        data = (tmp_path / name).read_bytes()
+        assert digest == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    write_record(tmp_path, {"kind": "x"}, digests=written)
+    assert read_record(tmp_path)[0] is not None
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["w"][-1] == 999.0

@@ -454,6 +454,16 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                                      "{tree_invalid_json}"), ("not valid json",)),
     ("groupings-hrnet-width", ("groupings", "--config", "{config}", "--runs", "{fresh}", "--backbone",
                                "hrnet_w18_small", "--widths", "1,0.5"), ("resnet backbones only",)),
+    # --- evaluate, search: --jobs, --per-device (checked before anything is read or written)
+    *[(f"{command}-jobs-{name}", (command, "--config", "{config}", "--runs", "{trained}", *extra), fragments)
+      for command in ("evaluate", "search")
+      for name, extra, fragments in (
+          ("zero", ("--jobs", "0"), ("--jobs 0", "--jobs 1 or more", "auto")),
+          ("negative", ("--jobs", "-2"), ("--jobs -2", "--jobs 1 or more")),
+          ("text", ("--jobs", "many"), ("--jobs 'many'", "not a number", "--jobs auto")),
+          ("per-device-cpu", ("--jobs", "2", "--per-device", "2"), ("--per-device 2", "cpu", "leave --per-device out")),
+          ("per-device-zero", ("--per-device", "0"), ("--per-device 0", "one or more")),
+      )],
     # --- predict
     ("predict-missing", ("predict", "--model", "{world}/nope.pt"), ("does not exist",)),
     ("predict-not-model", ("predict", "--model", "{not_a_model_pt}"), ("corrupt or not a torch checkpoint",)),

@@ -48,11 +48,13 @@ def test_quick_cpu_run(gpu_check, data_cache, tmp_path):
     speed = [v for (check, setting), v in table.items() if check == "speed"]
     assert len(speed) == 2 and all(v[0] == "INFO" for v in speed)  # timings on a CPU are reported, not checked
     assert "194276 vs 194276 parameters" in speed[0][1]  # the bare loop trains the same network
+    jobs = table["jobs", "--per-device 1, 2, 4 vs one at a time"]
+    assert jobs[0] == "SKIP" and "GPU only" in jobs[1]  # several networks sharing one GPU
 
 
 def test_a_failed_check_fails_the_run(gpu_check, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(gpu_check, "RSA_ATOL", -1.0)  # no difference can pass
-    code = gpu_check.main(["--quick", "--device", "cpu", "--skip", "train,ddp,speed"])
+    code = gpu_check.main(["--quick", "--device", "cpu", "--skip", "train,ddp,speed,jobs"])
     printed = capsys.readouterr().out
     assert code == 1 and "| rsa |" in printed and "FAIL" in printed and "1 failed" in printed
     with pytest.raises(SystemExit):

@@ -226,6 +226,18 @@ def test_two_ranks_search_as_one(run, tmp_path):
     assert _proposals(runs) == _proposals(run["runs"])
 
 
+def test_two_jobs_search_as_one(run, cli, tmp_path):
+    """``--jobs 2`` trains each round's proposals in two worker processes; the default batch is
+    ranks x jobs = 2, so the search is the fixture's (``--batch 2`` in one process)."""
+    runs = _copy_run(run["runs"], tmp_path / "runs")
+    result = cli(*_search_args(run, runs), "--networks", "4", "--seeds", "2", "--quiet", "--jobs", "2")
+    assert result.code == 0, result.err[-3000:]
+    assert _without_timing(_rows(runs / "search" / "trees.csv")) == _without_timing(_rows(run["runs"] / "search" /
+                                                                                          "trees.csv"))
+    assert _proposals(runs) == _proposals(run["runs"])
+    assert json.loads((runs / "search" / "model.json").read_text())["search"]["batch"] == 2
+
+
 def test_evaluate_judges_the_learned_trees_on_other_seeds(run, cli, tmp_path):
     runs = _copy_run(run["runs"], tmp_path / "runs")
     shutil.copytree(run["runs"] / "search", runs / "search")

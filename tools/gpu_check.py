@@ -18,7 +18,12 @@ Checks (GPU-only ones are skipped on the CPU, and the table says so):
    here (the same timm encoder and head, batch, AMP setting, loader settings, no branchnet
    code; goal >= 0.9x), and a branched network's forward time against the sum of its
    nodes' and heads' forwards timed one by one.
-5. GPU memory peak of each (``torch.cuda.max_memory_allocated``).
+5. ``jobs``: networks per hour of the scenes study's network size (``configs/scenes-evaluate.yaml``:
+   five tasks at 48 x 48, resnet18 x0.25, batch 32) trained one at a time in this process
+   against ``--per-device`` 1, 2 and 4 worker processes sharing one GPU (the pool of
+   ``evaluate --jobs``, :mod:`branchnet.steps.jobs`), with the GPU's mean utilisation during
+   each (``torch.cuda.utilization``, else ``nvidia-smi``). GPU only.
+6. GPU memory peak of each (``torch.cuda.max_memory_allocated``).
 
 Everything is generated here (scenes images rendered into ``--cache``, random tensors,
 timm models with random weights): nothing is downloaded. The whole run takes well under 5
@@ -62,7 +67,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-CHECKS = ("train", "ddp", "rsa", "speed")
+CHECKS = ("train", "ddp", "rsa", "speed", "jobs")
 
 
 # ------------------------------------------------------------------------------------ sizes
@@ -112,6 +117,11 @@ RESUME_RTOL = {"cpu": 1e-6, "cuda": 1e-2}
 DDP_RTOL = {1: 2e-2, "more": 1e-1}
 RSA_ATOL = 1e-5
 SPEED_GOAL = 0.9
+#: ``jobs``: networks per GPU at once, against one at a time in this process.
+PER_DEVICE = (1, 2, 4)
+#: ``jobs``: the study's network (configs/scenes-evaluate.yaml), trained for JOBS_EPOCHS epochs.
+JOBS_TASKS = ["seg", "depth", "normals", "edges", "keypoints"]
+JOBS_EPOCHS = 2
 BRANCHED_PARTITIONS = [[["seg", "depth", "normals"]], [["seg", "depth", "normals"]],
                        [["seg", "depth"], ["normals"]], [["seg"], ["depth"], ["normals"]]]
 
@@ -669,6 +679,130 @@ def check_branched_forward(report: Report, sizes: Sizes, config, device: torch.d
                        time.perf_counter() - began))
 
 
+# ------------------------------------------------------------------------------------ 5. jobs
+
+def jobs_config(cache: Path, device: str):
+    """The scenes study's network and data (configs/scenes-evaluate.yaml), JOBS_EPOCHS epochs."""
+    from branchnet.config import config_from_dict
+
+    raw = {"name": "gpu-check-jobs", "seed": 0,
+           "data": {"dataset": "scenes", "root": str(cache), "image_size": [48, 48],
+                    "splits": {"train": 500, "val": 150, "test": 150, "affinity": 12}},
+           "tasks": JOBS_TASKS,
+           "model": {"backbone": "resnet18", "width": 0.25, "output_stride": 8, "head_channels": 32},
+           "train": {"epochs": JOBS_EPOCHS, "batch_size": 32, "optimizer": "adam", "lr": 0.002,
+                     "weight_decay": 0.0001, "schedule": "poly", "device": device, "eval_every": JOBS_EPOCHS}}
+    return config_from_dict(raw, source="tools/gpu_check.py")
+
+
+def jobs_network(shared: tuple[str, str], index: int) -> float:
+    """One network of the ``jobs`` check (a job of the pool, or one at a time): a random tree of
+    the study's tasks, seeded by ``index``, trained on this process's GPU; returns its seconds."""
+    from branchnet.nn import NUM_STAGES
+
+    cache, work = shared
+    config = jobs_config(Path(cache), "cuda")
+    rng = np.random.default_rng(index)
+    partitions, groups = [], [list(JOBS_TASKS)]
+    for _ in range(NUM_STAGES):  # split a group now and then: a tree of 1 to 5 branches
+        nxt = []
+        for group in groups:
+            if len(group) > 1 and rng.random() < 0.35:
+                cut = int(rng.integers(1, len(group)))
+                nxt += [group[:cut], group[cut:]]
+            else:
+                nxt.append(group)
+        groups = nxt
+        partitions.append([list(g) for g in groups])
+    started = time.perf_counter()
+    model, tasks = network(config, partitions)
+    train, val = splits(config)
+    from branchnet.train.engine import fit
+
+    fit(model, tasks, config, Path(work) / f"net{index}", train, val, quiet=True, label=f"jobs {index}")
+    return time.perf_counter() - started
+
+
+class Utilisation:
+    """The GPU's mean utilisation (%) over a block, sampled every second in a thread
+    (``torch.cuda.utilization``, else ``nvidia-smi``); None when neither answers."""
+
+    def __init__(self, device: torch.device) -> None:
+        import threading
+
+        self.device, self.samples, self.stop = device, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float | None:
+        try:
+            return float(torch.cuda.utilization(self.device))
+        except Exception:  # noqa: BLE001  (pynvml missing)
+            pass
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                  "-i", str(self.device.index or 0)], capture_output=True, text=True, timeout=10)
+            return float(out.stdout.strip().splitlines()[0])
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            value = self._sample()
+            if value is not None:
+                self.samples.append(value)
+
+    def __enter__(self) -> "Utilisation":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+    @property
+    def mean(self) -> str:
+        return f"{np.mean(self.samples):.0f} %" if self.samples else "not available"
+
+
+def check_jobs(report: Report, cache: Path, work: Path, device: torch.device) -> None:
+    """Networks per hour at --per-device 1, 2, 4 on one GPU against one at a time (GPU only)."""
+    if device.type != "cuda":
+        report.add(Row("jobs", "--per-device 1, 2, 4 vs one at a time", "SKIP",
+                       "GPU only (several networks sharing one GPU)", "-"))
+        return
+    from branchnet.data import prepare_splits
+    from branchnet.steps.jobs import JobSlots, run_pool
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    prepare_splits(jobs_config(cache, "cuda"), ("train", "val"))
+    shared = (str(cache), str(work / "jobs"))
+    setting = f"scenes study's network (5 tasks, 48x48, resnet18 x0.25, batch 32), {JOBS_EPOCHS} epochs"
+    began = time.perf_counter()
+    try:
+        count = 4
+        with Utilisation(device) as busy:
+            t0 = time.perf_counter()
+            for i in range(count):
+                jobs_network(shared, i)
+            alone = 3600 * count / (time.perf_counter() - t0)
+        report.add(Row("jobs", f"one at a time: {setting}", "INFO", f"{alone:.0f} networks/h, GPU busy {busy.mean}",
+                       "reported", "-", time.perf_counter() - began))
+        for k in PER_DEVICE:
+            began = time.perf_counter()
+            count = max(4, 2 * k)
+            slots = JobSlots(k, 1, (f"cuda:{index}",) * k)
+            with Utilisation(device) as busy:
+                t0 = time.perf_counter()
+                run_pool(jobs_network, shared, list(range(100 * k, 100 * k + count)), slots, quiet=True)
+                rate = 3600 * count / (time.perf_counter() - t0)
+            report.add(Row("jobs", f"--per-device {k}: {count} networks", "INFO",
+                           f"{rate:.0f} networks/h: {rate / alone:.2f}x one at a time, GPU busy {busy.mean}",
+                           "reported (worker start-up included)", "-", time.perf_counter() - began))
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
+        report.add(Row("jobs", setting, "FAIL", one_line(exc), "-", "-", time.perf_counter() - began))
+
+
 # ------------------------------------------------------------------------------------ main
 
 def describe(device: torch.device, sizes: Sizes) -> list[str]:
@@ -725,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = {"train": lambda: check_training(report, sizes, cache, work, device),
                  "ddp": lambda: check_ddp(report, sizes, cache, work, device, args.ddp_cpu),
                  "rsa": lambda: check_rsa(report, sizes, device),
-                 "speed": lambda: check_speed(report, sizes, cache, work, device)}
+                 "speed": lambda: check_speed(report, sizes, cache, work, device),
+                 "jobs": lambda: check_jobs(report, cache, work, device)}
         # --quick: tiny sizes on one thread, unhurt by a busy machine (threads that wait for each
         # other on shared cores cost ten times the CPU time there)
         with thread_limit(1) if args.quick else contextlib.nullcontext():

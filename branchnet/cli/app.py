@@ -150,6 +150,21 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override any config value: section.key=value (YAML value), repeatable.")]
 TaskOption = Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (repeatable).")]
 
+# Options of the commands that train many networks of trees (evaluate, search).
+BudgetsOption = Annotated[Optional[str], typer.Option(
+    "--budgets", help="Params budgets, comma-separated (e.g. 1.2M,1.6M,2.4M), each between the all-shared "
+                      "and all-separate networks.")]
+SweepOption = Annotated[Optional[int], typer.Option(
+    "--sweep", help="K budgets evenly spaced between all-shared and all-separate (default: 3).")]
+JobsOption = Annotated[str, typer.Option(
+    "--jobs", metavar="N|auto", help="Networks trained at once on this machine, each in its own process: N, or auto (one per GPU, "
+                   "or one per two free CPU cores). Default 1: one at a time in this process.")]
+PerDeviceOption = Annotated[Optional[int], typer.Option(
+    "--per-device", metavar="K", help="Networks that share one GPU (with --jobs auto: K per GPU). GPUs only.")]
+CurvesOption = Annotated[bool, typer.Option(
+    "--curves", help="Also draw every network's curves.png (not drawn by default: it costs more than the rest "
+                     "of saving a small network).")]
+
 
 def resolve_config(config: Path, runs: Optional[Path], sets: Optional[list[str]] = None, *,
                    backbone: Optional[str] = None, epochs: Optional[int] = None,

@@ -6,18 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from branchnet.cli.app import ConfigOption, DeviceOption, QuietOption, RunsOption, SetOption, app, resolve_config
+from branchnet.cli.app import (BudgetsOption, ConfigOption, CurvesOption, DeviceOption, JobsOption, PerDeviceOption,
+                               QuietOption, RunsOption, SetOption, SweepOption, app, resolve_config)
 
 
 @app.command("evaluate")
 def evaluate(
     config: ConfigOption,
     runs: RunsOption = None,
-    budgets: Annotated[Optional[str], typer.Option(
-        "--budgets", help="Params budgets, comma-separated (e.g. 1.2M,1.6M,2.4M), each between the all-shared "
-                          "and all-separate networks.")] = None,
-    sweep: Annotated[Optional[int], typer.Option(
-        "--sweep", help="K budgets evenly spaced between all-shared and all-separate (default: 3).")] = None,
+    budgets: BudgetsOption = None,
+    sweep: SweepOption = None,
     random: Annotated[Optional[int], typer.Option(
         "--random", help="Random trees per budget, uniform over the trees of its window [0.9 B, B] (default 8; "
                          "all of them when the window holds fewer).")] = None,
@@ -38,6 +36,9 @@ def evaluate(
                                                           "epoch.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start the evaluation over: remove RUNS/evaluate and "
                                                         "train every network again.")] = False,
+    jobs: JobsOption = "1",
+    per_device: PerDeviceOption = None,
+    curves: CurvesOption = False,
     device: DeviceOption = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
@@ -47,8 +48,9 @@ def evaluate(
 
     Needs the run's single-task models and affinity files (`branchnet train-single`, `branchnet
     affinity`, `--measure fafs`). Every network is kept in RUNS/evaluate/nets/<tree>/seed<s>/, so a
-    rerun with more seeds, budgets or random trees trains only what is missing. Under torchrun the
-    ranks share the networks (one per rank at a time, each on its own device).
+    rerun with more seeds, budgets or random trees trains only what is missing. `--jobs N` trains
+    N networks at once on this machine; under torchrun the ranks share the networks (each rank its
+    --jobs at a time, on its own device).
     """
     from branchnet.steps.evaluate import evaluate as run_evaluate
     from branchnet import distributed
@@ -57,4 +59,4 @@ def evaluate(
     distributed.init_from_env(cfg.train.device)
     run_evaluate(cfg, runs_dir, budgets=budgets, sweep=sweep, random=random, seeds=seeds, measures=measures,
                  exhaustive=exhaustive, branch_stages=branch_stages, costs=costs, resume=resume, force=force,
-                 quiet=quiet)
+                 quiet=quiet, jobs=jobs, per_device=per_device, curves=curves)

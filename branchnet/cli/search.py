@@ -6,18 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from branchnet.cli.app import ConfigOption, DeviceOption, QuietOption, RunsOption, SetOption, app, resolve_config
+from branchnet.cli.app import (BudgetsOption, ConfigOption, CurvesOption, DeviceOption, JobsOption, PerDeviceOption,
+                               QuietOption, RunsOption, SetOption, SweepOption, app, resolve_config)
 
 
 @app.command("search")
 def search(
     config: ConfigOption,
     runs: RunsOption = None,
-    budgets: Annotated[Optional[str], typer.Option(
-        "--budgets", help="Params budgets, comma-separated (e.g. 1.2M,1.6M,2.4M), each between the all-shared "
-                          "and all-separate networks.")] = None,
-    sweep: Annotated[Optional[int], typer.Option(
-        "--sweep", help="K budgets evenly spaced between all-shared and all-separate (default: 3).")] = None,
+    budgets: BudgetsOption = None,
+    sweep: SweepOption = None,
     networks: Annotated[Optional[int], typer.Option(
         "--networks", help="Networks the search trains in all budgets together, those already trained "
                            "included (default: 4 per task).")] = None,
@@ -30,11 +28,14 @@ def search(
         "--acquisition", help="How the next tree is chosen: thompson (posterior draws through the exact "
                               "search), ei (expected improvement over the window's trees) or random.")] = "thompson",
     batch: Annotated[Optional[int], typer.Option(
-        "--batch", help="Proposals per round, trained side by side (default: the number of torchrun ranks).")] = None,
+        "--batch", help="Proposals per round, trained side by side (default: torchrun ranks x --jobs).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted network from its last "
                                                           "epoch.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start the search over: remove RUNS/search and train "
                                                         "every network again.")] = False,
+    jobs: JobsOption = "1",
+    per_device: PerDeviceOption = None,
+    curves: CurvesOption = False,
     device: DeviceOption = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
@@ -54,4 +55,5 @@ def search(
     cfg, runs_dir = resolve_config(config, runs, set_, device=device)
     distributed.init_from_env(cfg.train.device)
     run_search(cfg, runs_dir, budgets=budgets, sweep=sweep, networks=networks, seeds=seeds, measures=measures,
-               acquisition=acquisition, batch=batch, resume=resume, force=force, quiet=quiet)
+               acquisition=acquisition, batch=batch, resume=resume, force=force, quiet=quiet, jobs=jobs,
+               per_device=per_device, curves=curves)

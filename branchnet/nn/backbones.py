@@ -114,6 +114,17 @@ class HRNetStem(nn.Module):
         return self.layer1(x)
 
 
+@lru_cache(maxsize=None)
+def _resnet_stem(backbone: str) -> int:
+    """The stem width of a timm ResNet at width 1 (from a template on the meta device: no
+    memory, no random draws), once per backbone in a process."""
+    import timm
+
+    template = timm.create_model(backbone, pretrained=False, device="meta")
+    deep_stem = isinstance(template.conv1, nn.Sequential)
+    return template.layer1[0].conv1.in_channels // (2 if deep_stem else 1)
+
+
 def create_timm_model(config: ModelConfig) -> nn.Module:
     """The timm model of ``config`` (random init, or weights from a local checkpoint)."""
     import timm
@@ -122,9 +133,7 @@ def create_timm_model(config: ModelConfig) -> nn.Module:
     kwargs: dict = {}
     if family == "resnet":
         if config.width != 1.0:
-            template = timm.create_model(config.backbone, pretrained=False, device="meta")
-            deep_stem = isinstance(template.conv1, nn.Sequential)
-            stem = template.layer1[0].conv1.in_channels // (2 if deep_stem else 1)
+            stem = _resnet_stem(config.backbone)
             # timm's ResNet planes are (64, 128, 256, 512) for every variant; blocks expand them
             kwargs["channels"] = tuple(max(4, round(c * config.width)) for c in (64, 128, 256, 512))
             kwargs["stem_width"] = max(4, round(stem * config.width))
@@ -194,12 +203,19 @@ def split_stages(model: nn.Module, backbone: str) -> nn.ModuleList:
     ])
 
 
+#: The layouts measured so far, by model config and image size (a layout depends on nothing else).
+_LAYOUTS: dict[tuple[str, tuple[int, ...]], StageLayout] = {}
+
+
 def build_stages(config: ModelConfig, image_size: tuple[int, int] = (64, 64)) -> tuple[nn.ModuleList, StageLayout]:
-    """A fresh encoder of ``config`` split into stages, and its :class:`StageLayout`."""
+    """A fresh encoder of ``config`` split into stages, and its :class:`StageLayout` (measured
+    with a forward pass once per model config and image size in a process)."""
     model = create_timm_model(config)
     stages = split_stages(model, config.backbone)
-    layout = _layout(stages, config.backbone, image_size)
-    return stages, layout
+    key = (repr(config), tuple(int(v) for v in image_size))
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = _layout(stages, config.backbone, image_size)
+    return stages, _LAYOUTS[key]
 
 
 def _layout(stages: nn.ModuleList, backbone: str, image_size: tuple[int, int]) -> StageLayout:
@@ -229,12 +245,38 @@ def count_params(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
+#: FLOPs counted so far, by the structure of the module and the shapes of its inputs.
+_FLOPS: dict[tuple[str, str], int] = {}
+
+
+def _structure(module: nn.Module, inputs: tuple) -> tuple[str, str]:
+    """What a module's FLOPs depend on: its modules with their settings (``repr``) and plain
+    attributes, and the shapes (or values) of the inputs."""
+    plain = (int, float, str, bool, tuple, list)
+    attributes = [(name, type(m).__qualname__, sorted((k, repr(v)) for k, v in vars(m).items()
+                                                      if not k.startswith("_") and k != "training"
+                                                      and isinstance(v, plain)))
+                  for name, m in module.named_modules()]
+    shapes = [(tuple(x.shape), str(x.dtype)) if isinstance(x, torch.Tensor) else repr(x) for x in inputs]
+    return repr(module) + repr(attributes), repr(shapes)
+
+
 def count_flops(module: nn.Module, *inputs) -> int:
     """FLOPs of one forward pass of ``module`` on ``inputs`` (``torch.utils.flop_counter``).
 
     Counts multiply-adds as 2 FLOPs (convolutions and matrix products); pass a batch of
-    one for per-image FLOPs. Runs in eval mode without gradients.
+    one for per-image FLOPs. Runs in eval mode without gradients. A module of the same
+    structure on inputs of the same shapes is counted once per process (the copies of a
+    stage in every network of a study).
     """
+    key = _structure(module, inputs)
+    if key in _FLOPS:
+        return _FLOPS[key]
+    _FLOPS[key] = _count_flops(module, *inputs)
+    return _FLOPS[key]
+
+
+def _count_flops(module: nn.Module, *inputs) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = module.training

@@ -22,11 +22,13 @@ networks still to train, the ranks leave the process group, and rank r trains jo
 r, r + W, r + 2W, ... of that list alone on its own device (no DistributedDataParallel, no
 collective inside a job); rank 0 then waits until every network of the list is committed
 in the run store and writes the report. A network's numbers do not depend on which rank
-trained it, so the result equals a serial run.
+trained it, so the result equals a serial run. With ``--jobs N`` each rank trains its share N
+at a time, in worker processes (:mod:`branchnet.steps.jobs`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -41,9 +43,10 @@ from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
 from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
-                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference,
+                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference, json_safe,
                             plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
 from branchnet.steps.affinity import MEASURES
+from branchnet.steps.jobs import JobClock, JobSlots, Pool, duration, fit_slots, plan_slots
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet import distributed as dist_utils
@@ -335,32 +338,9 @@ def train_study_network(study: Study, job: Job, *, datasets: SplitCache | None =
                               quiet=quiet, label=label or f"evaluate/{job.tree_id}/seed{job.seed}")
 
 
-class JobClock:
-    """Which job of how many, and the time left: the seconds per FLOP (or param) of the
-    networks trained so far times what is left."""
-
-    def __init__(self, weights: Sequence[float]) -> None:
-        self.weights = [max(float(w), 1.0) for w in weights]
-        self.done = 0
-        self.seconds = 0.0
-
-    def finished(self, seconds: float) -> None:
-        self.seconds += seconds
-        self.done += 1
-
-    def left(self) -> float | None:
-        """Estimated seconds for the jobs not yet finished (None before the first)."""
-        if self.done == 0:
-            return None
-        rate = self.seconds / sum(self.weights[: self.done])
-        return rate * sum(self.weights[self.done:])
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "time left: after the first network"
-    minutes = seconds / 60
-    return f"about {seconds:.0f} s left" if minutes < 2 else f"about {minutes:.0f} min left"
+def _roles(study: Study, job: Job) -> str:
+    return ", ".join(sorted({r.source + (f"@{format_count(r.budget)}" if r.budget else "")
+                             for r in study.plan.roles if r.tree_id == job.tree_id}))
 
 
 def _train_mine(study: Study, mine: list[Job], *, quiet: bool, rank: int, world: int) -> None:
@@ -373,15 +353,43 @@ def _train_mine(study: Study, mine: list[Job], *, quiet: bool, rank: int, world:
         note = study.network_plans[job].note
         if note and not quiet:
             say(note)
-        roles = ", ".join(sorted({r.source + (f"@{format_count(r.budget)}" if r.budget else "")
-                                  for r in study.plan.roles if r.tree_id == job.tree_id}))
         if not quiet:
-            say(f"evaluate: job {k}/{len(mine)}{where}: {job.tree_id} seed {job.seed} ({roles}); "
-                f"{_duration(clock.left())}")
+            say(f"evaluate: job {k}/{len(mine)}{where}: {job.tree_id} seed {job.seed} ({_roles(study, job)}); "
+                f"{duration(clock.left())}")
         started = time.perf_counter()
         train_study_network(study, job, datasets=datasets, quiet=quiet,
                             label=f"evaluate {k}/{len(mine)} {job.tree_id} s{job.seed}")
         clock.finished(time.perf_counter() - started)
+
+
+#: The splits of the last seed a worker process built (one per worker, :func:`_train_job`).
+_WORKER_SPLITS = SplitCache()
+
+
+def _train_job(study: Study, job: Job) -> float:
+    """The pool's job (in a worker process): train ``job``'s network and commit it; returns its
+    training seconds."""
+    metrics = train_study_network(study, job, datasets=_WORKER_SPLITS, quiet=False,
+                                  label=f"{job.tree_id} s{job.seed}")
+    return float(metrics.get("train_seconds") or 0.0)
+
+
+def _train_pool(study: Study, mine: list[Job], slots: JobSlots, *, quiet: bool, rank: int, world: int) -> None:
+    """Train this rank's jobs ``slots.jobs`` at a time in worker processes (:mod:`branchnet.steps.jobs`)."""
+    slots = fit_slots(slots, len(mine))
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    if not quiet:
+        for note in slots.notes:
+            say(f"evaluate: {note}")
+        for job in mine:
+            if study.network_plans[job].note:
+                say(study.network_plans[job].note)
+        say(f"evaluate: {len(mine)} network(s){where}, {slots.jobs} at once, {slots.threads} thread(s) each"
+            + (f" on {', '.join(sorted(set(slots.devices)))}" if slots.devices[0] != "cpu" else ""))
+    weights = [study.plan.trees[j.tree_id].flops or study.plan.trees[j.tree_id].params for j in mine]
+    labels = [f"{j.tree_id} seed {j.seed} ({_roles(study, j)})" for j in mine]
+    with Pool(_train_job, study, slots, quiet=quiet) as pool:
+        pool.run(mine, labels=labels, weights=weights, title=f"evaluate{where}")
 
 
 def _wait_for(study: Study, jobs: Sequence[Job], quiet: bool) -> None:
@@ -403,11 +411,12 @@ def _wait_for(study: Study, jobs: Sequence[Job], quiet: bool) -> None:
 
 def write_report(study: Study) -> dict[str, Any]:
     """trees.csv, summary.json, summary.md and pareto.png from the committed networks; returns
-    the summary."""
+    the summary. When the report in the evaluate directory is already this one (the same
+    trees.csv to the byte, the same study in summary.json, pareto.png there), nothing is
+    rewritten (a rerun with every network reused)."""
+    from branchnet.atomic import atomic_write_text
     from branchnet.data import build_tasks
-    from branchnet.study.plot import plot_pareto
-    from branchnet.study.summary import summarize, write_summary
-    from branchnet.study.table import columns, study_rows, write_trees_csv
+    from branchnet.study.table import columns, study_rows, trees_csv_text
 
     tasks = build_tasks(study.config)
     metrics = {}
@@ -416,13 +425,38 @@ def write_report(study: Study) -> dict[str, Any]:
         metrics[job] = read_metrics(study.network_plans[job].directory, label, "rerun `branchnet evaluate`")
     rows = study_rows(study.plan, metrics, tasks, study.baselines.metrics)
     out = evaluate_dir(study.runs)
-    write_trees_csv(out / TREES_FILE, rows, columns(study.plan, tasks))
+    text = trees_csv_text(rows, columns(study.plan, tasks))
+    context = json.loads(json.dumps(json_safe({
+        "config": str(study.config.source), "runs": str(study.runs),
+        "budgets_asked": [int(b) for b in study.plan.budgets], "population": study.plan.population,
+        "window_sizes": {str(k): v for k, v in study.plan.window_sizes.items()}, "notes": study.notes})))
+    current = _current_report(out, text, context)
+    if current is not None:
+        return current
+    from branchnet.study.plot import plot_pareto
+    from branchnet.study.summary import summarize, write_summary
+
+    atomic_write_text(out / TREES_FILE, text)
     summary = summarize(rows)
-    summary.update(config=str(study.config.source), runs=str(study.runs),
-                   budgets_asked=[int(b) for b in study.plan.budgets], population=study.plan.population,
-                   window_sizes={str(k): v for k, v in study.plan.window_sizes.items()}, notes=study.notes)
+    summary.update(context)
     write_summary(out, summary, title=f"branchnet evaluate: {study.config.name}")
     plot_pareto(rows, summary, out / PARETO_FILE, title=f"{study.config.name}: params against test Δ_MTL")
+    return summary
+
+
+def _current_report(out: Path, text: str, context: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the report in ``out`` when it is the report of trees.csv ``text`` and the
+    study ``context`` (summary.md and pareto.png there too), else None."""
+    try:
+        if (out / TREES_FILE).read_text(encoding="utf-8") != text:
+            return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    summary = read_json(out / SUMMARY_JSON)
+    if not isinstance(summary, dict) or any(summary.get(k) != v for k, v in context.items()):
+        return None
+    if not (out / SUMMARY_MD).is_file() or not (out / PARETO_FILE).is_file():
+        return None
     return summary
 
 
@@ -434,15 +468,20 @@ def evaluate(config: Config, runs: str | os.PathLike | None = None, *, budgets: 
              sweep: int | None = None, random: int | None = None, seeds: int = 3,
              measures: str | Sequence[str] = ("rsa", "fafs"), exhaustive: bool = False,
              branch_stages: int | None = None, costs: str | Sequence[str] = ("max",), resume: bool = False,
-             force: bool = False, quiet: bool = False) -> dict[str, Any] | None:
+             force: bool = False, quiet: bool = False, jobs: str | int | None = 1, per_device: int | None = None,
+             curves: bool = False) -> dict[str, Any] | None:
     """``branchnet evaluate``: plan (:func:`prepare_study`), train what is missing, report.
 
     Returns the summary (None on torchrun ranks other than 0). Under torchrun (the process
     group joined by the CLI), the ranks share the networks to train (see the module
-    docstring). ``--force`` starts over: the evaluate directory is removed once every check
-    has passed, and every network is trained again.
+    docstring). ``jobs`` (``--jobs N|auto``) networks train at once on this machine (each
+    rank's share under torchrun), ``per_device`` of them on each GPU (:mod:`branchnet.steps.jobs`);
+    1 trains in this process. ``curves`` draws every network's curves.png
+    (:func:`branchnet.steps.commit.draw_curves`). ``--force`` starts over: the evaluate directory
+    is removed once every check has passed, and every network is trained again.
     """
     runs = Path(runs) if runs is not None else config.default_runs_dir()
+    slots = plan_slots(jobs, per_device, config.train.device)  # a bad value stops before anything is written
     main = dist_utils.is_main()
     study, error = None, None
     if main:
@@ -484,11 +523,19 @@ def evaluate(config: Config, runs: str | os.PathLike | None = None, *, budgets: 
         dist.barrier()
         dist.destroy_process_group()  # from here each rank trains whole networks alone
     todo = study.todo
-    _train_mine(study, todo[rank::world], quiet=quiet, rank=rank, world=world)
+    if slots.jobs > 1 and todo[rank::world]:
+        _train_pool(study, todo[rank::world], slots, quiet=quiet, rank=rank, world=world)
+    else:
+        _train_mine(study, todo[rank::world], quiet=quiet, rank=rank, world=world)
     if rank != 0:
         return None
     _wait_for(study, [j for i, j in enumerate(todo) if i % world != 0], quiet)
     summary = write_report(study)
+    if curves:
+        from branchnet.steps.commit import draw_curves
+
+        for job in study.jobs:
+            draw_curves(study.network_plans[job].directory)
     if not quiet:
         for line in summary["verdict"].values():
             say(f"evaluate: {line}")

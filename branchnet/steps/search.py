@@ -14,7 +14,9 @@ docs/design.md, "Learned sharing cost"; docs/evaluate.md, "The learned tree". Th
    proposals are written to ``proposals.json`` before they train, so a rerun after a crash
    trains what is missing and goes on. Under ``torchrun`` the ranks train the round's
    proposals side by side (rank r the positions r, r + W, ...; rank 0 proposes, waits for them
-   in the run store and refits); the proposals depend on ``--batch``, not on the ranks.
+   in the run store and refits); the proposals depend on ``--batch``, not on the ranks. With
+   ``--jobs N`` each rank trains its share of a round N at a time in worker processes
+   (:mod:`branchnet.steps.jobs`, one pool kept for every round).
 3. **The report** (rank 0): ``trees.csv`` (evaluate's columns), ``model.json`` (the model,
    its coefficients and diagnostics), ``tree-<budget>.json`` per budget (the recommended tree,
    a tree.json), ``predicted.png`` and ``summary.md``.
@@ -26,6 +28,7 @@ test split of networks trained with seeds the search never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -48,6 +51,7 @@ from branchnet.runs import (PREDICTED_FILE, PROPOSALS_FILE, RECORD_FILE, SEARCH_
                             STUDY_NETS_DIR, STUDY_SETTINGS_FILE, SUMMARY_MD, TREES_FILE, Baselines, affinity_path,
                             find_baselines, first_difference, json_safe, plan_network, read_json, read_metrics,
                             read_record, search_dir, search_network_dir, search_tree_path, study_settings)
+from branchnet.steps.jobs import Pool, duration, fit_slots, plan_slots
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, StudyTree, check_budgets, compact_partitions, sweep_budgets, tree_id
 from branchnet import distributed as dist_utils
@@ -323,6 +327,28 @@ def _train_one(setup: SearchSetup, proposal: Proposal, datasets: SplitCache, qui
                        datasets=datasets, quiet=quiet, label=label)
 
 
+#: The splits of the last seed a worker process built (one per worker, :func:`_train_job`).
+_WORKER_SPLITS = SplitCache()
+
+
+def _train_job(setup: SearchSetup, proposal: Proposal) -> None:
+    """The pool's job (in a worker process): train ``proposal``'s network and commit it."""
+    _train_one(setup, proposal, _WORKER_SPLITS, False, f"{proposal.tree_id} s{proposal.seed}")
+
+
+def _train_share(setup: SearchSetup, share: Sequence[Proposal], pool: Pool | None, datasets: SplitCache,
+                 quiet: bool, label: Any, where: str = "") -> None:
+    """Train this rank's share of a round: in ``pool`` (``--jobs N``) or one at a time here
+    (``label(k, proposal)`` names each)."""
+    if pool is None:
+        for p in share:
+            _train_one(setup, p, datasets, quiet, label(p))
+        return
+    labels = [f"{p.tree_id} seed {p.seed} (budget {format_count(p.budget)}, {p.acquisition})" for p in share]
+    weights = [setup.space.params(p.partitions) for p in share]
+    pool.run(list(share), labels=labels, weights=weights, title=f"search{where}")
+
+
 def _committed(setup: SearchSetup, proposal: Proposal) -> bool:
     return (search_network_dir(setup.runs, proposal.tree_id, proposal.seed) / RECORD_FILE).is_file()
 
@@ -331,8 +357,8 @@ class _Trainer:
     """The loop's ``train``: on rank 0 it records the round, trains its share, waits for the
     other ranks' share in the run store and reads every network's validation metrics."""
 
-    def __init__(self, setup: SearchSetup, world: int, quiet: bool) -> None:
-        self.setup, self.world, self.quiet = setup, world, quiet
+    def __init__(self, setup: SearchSetup, world: int, quiet: bool, pool: Pool | None = None) -> None:
+        self.setup, self.world, self.quiet, self.pool = setup, world, quiet, pool
         self.datasets = SplitCache()
         self.round = max(setup.rounds, default=-1) + 1
         self.seconds = 0.0
@@ -348,7 +374,15 @@ class _Trainer:
         _write_proposals(setup)
         _write_round(setup, self.round, [p.index for p in proposals])
         mine = [(k, p) for k, p in enumerate(proposals) if k % self.world == 0]
-        for k, p in mine:
+        if self.pool is not None and mine:
+            if not self.quiet:
+                say(f"search: networks {len(setup.observations) + 1}-{len(setup.observations) + len(proposals)}/"
+                    f"{setup.networks}: {len(mine)} here, {self.pool.slots.jobs} at once{self._left()}")
+            started = time.perf_counter()
+            _train_share(setup, [p for _, p in mine], self.pool, self.datasets, self.quiet, None)
+            self.seconds += (time.perf_counter() - started) * self.pool.slots.jobs
+            self.trained += len(mine)
+        for k, p in mine if self.pool is None else []:
             if not self.quiet:
                 say(f"search: network {len(setup.observations) + k + 1}/{setup.networks}: {p.tree_id} seed {p.seed} "
                     f"(budget {format_count(p.budget)}, {p.acquisition}){self._left()}")
@@ -367,11 +401,13 @@ class _Trainer:
         return out
 
     def _left(self) -> str:
-        """The time left: seconds per network so far (on this rank) times the networks left."""
+        """The time left: seconds per network so far (on this rank) times the networks left,
+        over the networks trained at once."""
         if self.trained == 0:
             return ""
-        left = self.seconds / self.trained * (self.setup.networks - len(self.setup.observations)) / self.world
-        return f"; about {left / 60:.0f} min left" if left >= 120 else f"; about {left:.0f} s left"
+        at_once = self.world * (self.pool.slots.jobs if self.pool is not None else 1)
+        left = self.seconds / self.trained * (self.setup.networks - len(self.setup.observations)) / at_once
+        return "; " + duration(left)
 
 
 def _wait(setup: SearchSetup, proposals: Sequence[Proposal], quiet: bool) -> None:
@@ -385,9 +421,9 @@ def _wait(setup: SearchSetup, proposals: Sequence[Proposal], quiet: bool) -> Non
         waiting = [p for p in waiting if not _committed(setup, p)]
 
 
-def _follow(setup: SearchSetup, rank: int, world: int, quiet: bool) -> None:
-    """Ranks other than 0: train this rank's positions of every round rank 0 publishes, until
-    it says the loop is finished."""
+def _follow(setup: SearchSetup, rank: int, world: int, quiet: bool, pool: Pool | None = None) -> None:
+    """Ranks other than 0: train this rank's positions of every round rank 0 publishes (in
+    ``pool`` with ``--jobs N``), until it says the loop is finished."""
     datasets = SplitCache()
     handled = -1
     while True:
@@ -397,10 +433,9 @@ def _follow(setup: SearchSetup, rank: int, world: int, quiet: bool) -> None:
                 log = read_json(setup.directory / PROPOSALS_FILE) or {}
                 by_index = {int(p["index"]): Proposal.from_json(p) for p in log.get("proposals", [])}
                 indices = list(state.get("proposals", []))
-                for k, index in enumerate(indices):
-                    if k % world == rank and index in by_index:
-                        p = by_index[index]
-                        _train_one(setup, p, datasets, quiet, f"search {p.index + 1} {p.tree_id} s{p.seed} (rank {rank})")
+                share = [by_index[index] for k, index in enumerate(indices) if k % world == rank and index in by_index]
+                _train_share(setup, share, pool, datasets, quiet,
+                             lambda p: f"search {p.index + 1} {p.tree_id} s{p.seed} (rank {rank})", f" (rank {rank})")
                 handled = int(state["round"])
             if state.get("finished"):
                 return
@@ -505,14 +540,19 @@ def _flops(setup: SearchSetup, partitions: Any) -> float | None:
 def search(config: Config, runs: str | os.PathLike | None = None, *, budgets: str | Sequence[Any] | None = None,
            sweep: int | None = None, networks: int | None = None, seeds: int = DEFAULT_SEEDS,
            measures: str | Sequence[str] | None = None, acquisition: str = "thompson", batch: int | None = None,
-           resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any] | None:
+           resume: bool = False, force: bool = False, quiet: bool = False, jobs: str | int | None = 1,
+           per_device: int | None = None, curves: bool = False) -> dict[str, Any] | None:
     """``branchnet search``: set up, run the loop, report (see the module docstring).
 
-    Returns the record written to model.json (None on torchrun ranks other than 0). ``batch``
-    (proposals per round) defaults to the number of ranks. ``--force`` starts over: the search
-    directory is removed once every check has passed.
+    Returns the record written to model.json (None on torchrun ranks other than 0). ``jobs``
+    (``--jobs N|auto``) networks train at once on this machine (each rank's share under
+    torchrun), ``per_device`` on each GPU (:mod:`branchnet.steps.jobs`). ``batch`` (proposals per
+    round) defaults to the number of ranks times ``jobs``. ``curves`` draws every network's
+    curves.png. ``--force`` starts over: the search directory is removed once every check has
+    passed.
     """
     runs = Path(runs) if runs is not None else config.default_runs_dir()
+    slots = plan_slots(jobs, per_device, config.train.device)  # a bad value stops before anything is written
     main = dist_utils.is_main()
     world = dist_utils.world_size()
     setup, error = None, None
@@ -520,7 +560,8 @@ def search(config: Config, runs: str | os.PathLike | None = None, *, budgets: st
         try:
             setup = prepare_search(config, runs, budgets=budgets, sweep=sweep, networks=networks, seeds=seeds,
                                    measures=measures, acquisition=acquisition,
-                                   batch=batch if batch is not None else world, resume=resume, force=force)
+                                   batch=batch if batch is not None else world * slots.jobs, resume=resume,
+                                   force=force)
             setup.token = uuid.uuid4().hex
         except BadInput as exc:
             error = str(exc)
@@ -557,17 +598,27 @@ def search(config: Config, runs: str | os.PathLike | None = None, *, budgets: st
 
         dist.barrier()
         dist.destroy_process_group()  # from here each rank trains whole networks alone
-    if rank != 0:
-        _follow(setup, rank, world, quiet)
-        return None
-    trainer = _Trainer(setup, world, quiet)
-    try:
-        result = run_loop(_prior_model(setup), setup.space, setup.budgets, setup.networks, trainer,
-                          seeds=setup.seeds, acquisition=setup.acquisition, batch=setup.batch, key=config.seed,
-                          observations=list(setup.observations), proposals=list(setup.proposals))
-    finally:
-        _write_round(setup, trainer.round, [], finished=True)
+    slots = fit_slots(slots, -(-setup.batch // world))  # no more jobs than a round gives this rank
+    if slots.jobs > 1 and main and not quiet:
+        for note in slots.notes:
+            say(f"search: {note}")
+    with Pool(_train_job, setup, slots, quiet=quiet) if slots.jobs > 1 else contextlib.nullcontext() as pool:
+        if rank != 0:
+            _follow(setup, rank, world, quiet, pool)
+            return None
+        trainer = _Trainer(setup, world, quiet, pool)
+        try:
+            result = run_loop(_prior_model(setup), setup.space, setup.budgets, setup.networks, trainer,
+                              seeds=setup.seeds, acquisition=setup.acquisition, batch=setup.batch, key=config.seed,
+                              observations=list(setup.observations), proposals=list(setup.proposals))
+        finally:
+            _write_round(setup, trainer.round, [], finished=True)
     record = write_report(setup, result.model, result.recommended, result.overhead)
+    if curves:
+        from branchnet.steps.commit import draw_curves
+
+        for obs in result.model.observations:
+            draw_curves(search_network_dir(setup.runs, obs.tree_id, obs.seed))
     if not quiet:
         for budget, rec in record["recommended"].items():
             say(f"search: budget {format_count(float(budget))}: recommended {rec['tree_id']} ({rec['groups']}, "

@@ -5,7 +5,8 @@ the branched network of a tree with the config's ``seed + s``
 (:func:`branchnet.runs.evaluation_config`), fingerprinted as the run's branched network plus
 the evaluation seed (:func:`branchnet.runs.evaluation_fingerprint`), its Δ_MTL against the run's
 single-task baselines (docs/evaluate.md, "Seeds"), committed by
-:func:`branchnet.steps.commit.commit_network`. The two commands differ only in where the network lives
+:func:`branchnet.steps.commit.commit_network` without curves.png (drawn on demand:
+:func:`branchnet.steps.commit.draw_curves`, ``--curves``). The two commands differ only in where the network lives
 and what its metrics.json says about why it was trained (``tree``).
 """
 
@@ -78,5 +79,6 @@ def train_tree_network(config: Config, baselines: Baselines, partitions: Partiti
     metrics = network_metrics(model, result, trained, name=name, tree=info, init=trained.branched.init,
                               weighting=trained.train.weighting, delta_mtl=delta, evaluation_seed=int(seed),
                               trained_seed=trained.seed)
-    commit_network(plan.directory, model, trained, "branched", plan.fingerprint, metrics, {"tree": info})
+    commit_network(plan.directory, model, trained, "branched", plan.fingerprint, metrics, {"tree": info},
+                   curves=False)
     return metrics

@@ -106,14 +106,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_trees_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> Path:
-    """Write ``rows`` under ``header`` atomically (floats in their exact shortest form)."""
+def trees_csv_text(rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> str:
+    """The text of a trees.csv of ``rows`` under ``header`` (floats in their exact shortest form)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in header])
-    return atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_trees_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> Path:
+    """Write ``rows`` under ``header`` atomically (:func:`trees_csv_text`)."""
+    return atomic_write_text(path, trees_csv_text(rows, header))
 
 
 def read_trees_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
