@@ -184,6 +184,7 @@ def world(tmp_path_factory, data_cache):
 
 
 T = ("train-single", "--config", "{config}", "--runs", "{fresh}")
+E = ("evaluate", "--config", "{config}", "--runs", "{trained}", "--measures", "rsa", "--seeds", "1", "--random", "1")
 
 CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # --- the command line itself
@@ -462,6 +463,22 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("predict-split", ("predict", "--model", "{model_seg}", "--split", "holdout"), ("split",)),
     ("predict-images", ("predict", "--model", "{model_seg}", "--images", "0"), ("--images",)),
     ("predict-out-dir", ("predict", "--model", "{model_seg}", "--out", "{out_dir}"), ("directory",)),
+    # --- issue 25: every command that takes --device checks it up front (branchnet.devices.check_device)
+    ("predict-device-cuda", ("predict", "--model", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("profile-device-cuda", ("profile", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("evaluate-device-tpu", (*E, "--device", "tpu"), ("--device 'tpu'", "cpu")),
+    ("evaluate-device-cuda", (*E, "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("evaluate-set-device", (*E, "--set", "train.device=tpu"), ("train.device 'tpu'",)),
+    ("search-device-tpu", ("search", "--config", "{config}", "--runs", "{trained}", "--device", "tpu"),
+     ("--device 'tpu'",)),
+    ("groupings-device-tpu", ("groupings", "--config", "{config}", "--runs", "{fresh}", "--device", "tpu"),
+     ("--device 'tpu'",)),
+    ("run-device-tpu", ("run", "--config", "{config}", "--runs", "{trained}", "--device", "tpu"), ("--device 'tpu'",)),
+    ("train-device-tpu", ("train", "--config", "{config}", "--runs", "{trained}", "--tree", "shared", "--device",
+                          "tpu"), ("--device 'tpu'",)),
+    ("tag-device-tpu", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{trained}", "--device",
+                        "tpu"), ("--device 'tpu'",)),
+    ("single-device-cuda-index", (*T, "--device", "cuda:99"), ("--device 'cuda:99'",)),
 ]
 
 

@@ -154,11 +154,20 @@ TaskOption = Annotated[Optional[list[str]], typer.Option("--task", "-t", help="O
 def resolve_config(config: Path, runs: Optional[Path], sets: Optional[list[str]] = None, *,
                    backbone: Optional[str] = None, epochs: Optional[int] = None,
                    batch_size: Optional[int] = None, image_size: Optional[tuple[int, int]] = None,
-                   device: Optional[str] = None, tasks: Optional[list[str]] = None):
-    """Load ``config`` with command-line overrides; returns (Config, runs directory)."""
+                   device: Optional[str] = None, tasks: Optional[list[str]] = None, trains: bool = True):
+    """Load ``config`` with command-line overrides; returns (Config, runs directory).
+
+    ``trains``: the command runs on ``train.device``, which is checked here, before anything is
+    read or written (:func:`branchnet.devices.check_device`); a command with a device option of
+    its own (``affinity``'s RSA and FAFS) passes False and checks that one.
+    """
     from branchnet.config import load_config
 
     overrides = {"model.backbone": backbone, "train.epochs": epochs, "train.batch_size": batch_size,
                  "data.image_size": list(image_size) if image_size else None, "train.device": device}
     loaded = load_config(config, overrides=overrides, sets=sets)
+    if trains:
+        from branchnet.devices import check_device
+
+        check_device(loaded.train.device, "--device" if device is not None else "train.device")
     return loaded, (runs if runs is not None else loaded.default_runs_dir())
