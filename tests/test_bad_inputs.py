@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,24 @@ def world(tmp_path_factory, data_cache):
     evil_ckpt.mkdir(parents=True)
     shutil.copy(root / "evil.pt", evil_ckpt / "checkpoint.pt")
     w["evil_ckpt_runs"] = str(root / "evil-ckpt-runs")
+    def run_copy(name: str) -> Path:
+        """A copy of the trained run (single-task models and RSA affinity) to add a fault to."""
+        copy = root / name
+        shutil.copytree(runs / "single", copy / "single")
+        for f in ("affinity.npz", "affinity.json"):
+            shutil.copy(runs / f, copy / f)
+        w[name.replace("-", "_")] = str(copy)
+        return copy
+
+    locked = run_copy("locked-runs")  # networks another (live) process is training: this one
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01 00:00:00", "command": "x"}
+    for network in ("evaluate/nets/shared/seed0", "search/nets/shared/seed100", "tag"):
+        (locked / network).mkdir(parents=True)
+        (locked / network / "train.lock").write_text(json.dumps(holder))
+    corrupt = run_copy("corrupt-ckpt-runs")  # interrupted networks whose checkpoint is garbage
+    for network in ("evaluate/nets/shared/seed0", "search/nets/shared/seed100"):
+        (corrupt / network).mkdir(parents=True)
+        (corrupt / network / "checkpoint.pt").write_bytes(b"\x00garbage")
     (root / "a-file").write_text("x")
     w["a_file"] = str(root / "a-file")
     (root / "out-dir").mkdir()
@@ -184,7 +203,7 @@ def world(tmp_path_factory, data_cache):
 
 
 T = ("train-single", "--config", "{config}", "--runs", "{fresh}")
-E = ("evaluate", "--config", "{config}", "--runs", "{trained}", "--measures", "rsa", "--seeds", "1", "--random", "1")
+E = ("evaluate", "--config", "{config}", "--measures", "rsa", "--seeds", "1", "--random", "1")
 
 CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # --- the command line itself
@@ -466,9 +485,9 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # --- issue 25: every command that takes --device checks it up front (branchnet.devices.check_device)
     ("predict-device-cuda", ("predict", "--model", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
     ("profile-device-cuda", ("profile", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
-    ("evaluate-device-tpu", (*E, "--device", "tpu"), ("--device 'tpu'", "cpu")),
-    ("evaluate-device-cuda", (*E, "--device", "cuda:99"), ("--device 'cuda:99'",)),
-    ("evaluate-set-device", (*E, "--set", "train.device=tpu"), ("train.device 'tpu'",)),
+    ("evaluate-device-tpu", (*E, "--runs", "{trained}", "--device", "tpu"), ("--device 'tpu'", "cpu")),
+    ("evaluate-device-cuda", (*E, "--runs", "{trained}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("evaluate-set-device", (*E, "--runs", "{trained}", "--set", "train.device=tpu"), ("train.device 'tpu'",)),
     ("search-device-tpu", ("search", "--config", "{config}", "--runs", "{trained}", "--device", "tpu"),
      ("--device 'tpu'",)),
     ("groupings-device-tpu", ("groupings", "--config", "{config}", "--runs", "{fresh}", "--device", "tpu"),
@@ -479,6 +498,15 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tag-device-tpu", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{trained}", "--device",
                         "tpu"), ("--device 'tpu'",)),
     ("single-device-cuda-index", (*T, "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    # --- issue 25: every check before the first write; a network another process trains is locked
+    ("evaluate-resume-corrupt", (*E, "--runs", "{corrupt_ckpt_runs}", "--resume"), ("corrupt", "checkpoint.pt")),
+    ("search-resume-corrupt", ("search", "--config", "{config}", "--runs", "{corrupt_ckpt_runs}", "--resume"),
+     ("corrupt", "checkpoint.pt")),
+    ("evaluate-locked", (*E, "--runs", "{locked_runs}"), ("being trained by process", "evaluate/nets/shared/seed0")),
+    ("evaluate-force-locked", (*E, "--runs", "{locked_runs}", "--force"), ("being trained by process",)),
+    ("search-locked", ("search", "--config", "{config}", "--runs", "{locked_runs}"), ("being trained by process",)),
+    ("tag-locked", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{locked_runs}"),
+     ("being trained by process", "tag network")),
 ]
 
 

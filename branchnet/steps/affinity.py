@@ -223,7 +223,7 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     from branchnet.nn import NUM_STAGES, BranchedNet
     from branchnet.progress import say
     from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
-    from branchnet.runs import network_metrics, plan_network, read_metrics, read_record, tag_dir
+    from branchnet.runs import claim_network, network_metrics, plan_network, read_metrics, read_record, tag_dir
     from branchnet.steps.commit import commit_network
     from branchnet import distributed as dist_utils
     from branchnet.train.engine import fit
@@ -244,24 +244,26 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
                              "another --runs")
     if plan.note and not quiet:
         say(plan.note)
+    if plan.action != "reuse":
+        with claim_network(plan, "the TAG network", force=force, resume=resume) as plan:  # one process at a time
+            if plan.action != "reuse":
+                tasks = build_tasks(cfg)
+                torch.manual_seed(cfg.seed)  # the same start as the single-task and branched networks
+                model = BranchedNet(tasks, shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
+                if dist_utils.is_main():
+                    ensure_writable_dir(plan.directory)
+                prepare_splits(cfg, ("train", "val"))
+                hook = TagHook(cfg.affinity.tag_every, cfg.seed)
+                result = fit(model, tasks, cfg, plan.directory, build_dataset(cfg, "train"),
+                             build_dataset(cfg, "val"), resume=plan.action == "resume", quiet=quiet,
+                             label="tag (all-shared)", hooks=[hook], fingerprint=fp)
+                z = hook.mean()
+                metrics = network_metrics(model, result, cfg, name="tag", tag={
+                    "every": cfg.affinity.tag_every, "steps": hook.count, "z": z.tolist(),
+                    "lookahead": "theta' = theta - lr * grad_{stages 0..d} L_i on the step's batch; heads fixed"})
+                commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     if plan.action == "reuse":
         metrics = read_metrics(plan.directory, "the TAG network", "retrain it with --force")
-    else:
-        tasks = build_tasks(cfg)
-        torch.manual_seed(cfg.seed)  # the same start as the single-task and branched networks
-        model = BranchedNet(tasks, shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
-        if dist_utils.is_main():
-            ensure_writable_dir(plan.directory)
-        prepare_splits(cfg, ("train", "val"))
-        hook = TagHook(cfg.affinity.tag_every, cfg.seed)
-        result = fit(model, tasks, cfg, plan.directory, build_dataset(cfg, "train"), build_dataset(cfg, "val"),
-                     resume=plan.action == "resume", quiet=quiet, label="tag (all-shared)", hooks=[hook],
-                     fingerprint=fp)
-        z = hook.mean()
-        metrics = network_metrics(model, result, cfg, name="tag", tag={
-            "every": cfg.affinity.tag_every, "steps": hook.count, "z": z.tolist(),
-            "lookahead": "theta' = theta - lr * grad_{stages 0..d} L_i on the step's batch; heads fixed"})
-        commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     z = np.asarray(metrics["tag"]["z"], dtype=np.float64)
     record, _ = read_record(plan.directory)
     data = affinity_data(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,11 @@ import numpy as np
 from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
-from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
-                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference,
-                            plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
+from branchnet.runs import (CHECKPOINT_FILE, EVALUATE_DIR, PARETO_FILE, RECORD_FILE, STUDY_NETS_DIR,
+                            STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE, Baselines, Plan,
+                            affinity_path, check_unlocked, evaluate_dir, find_baselines,
+                            first_difference, plan_network, read_json, read_metrics, read_record,
+                            study_network_dir, study_settings)
 from branchnet.steps.affinity import MEASURES
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
@@ -310,7 +312,20 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
         else:
             network_plans[job] = plan_network(directory, fp, f"evaluate/nets/{job.tree_id}/seed{job.seed}",
                                               resume=resume, hint="pass --force to start the evaluation over")
+    _check_before_writing(config, runs, network_plans.values())
     return Study(config, runs, plan, found, jobs, network_plans, moved + list(plan.notes))
+
+
+def _check_before_writing(config: Config, runs: Path, plans: Iterable[Plan]) -> None:
+    """What would otherwise fail after the first write: a network of the study that another
+    running process is training (:func:`branchnet.runs.check_unlocked`: a second ``evaluate`` on
+    the run refuses, naming the holder), and a checkpoint ``--resume`` cannot continue."""
+    from branchnet.train.checkpoint import check_resumable
+
+    check_unlocked(evaluate_dir(runs) / STUDY_NETS_DIR, f"{EVALUATE_DIR}/{STUDY_NETS_DIR}")
+    for plan in plans:
+        if plan.action == "resume":
+            check_resumable(plan.directory / CHECKPOINT_FILE, plan.fingerprint, config.train.epochs)
 
 
 # ---------------------------------------------------------------------------------
