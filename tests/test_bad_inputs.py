@@ -13,7 +13,11 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -545,3 +549,38 @@ def test_bad_input(cli, world, tmp_path, monkeypatch, case_id, args, fragments):
     assert snapshot(root) == before, "a failing command changed the world"
     assert list(tmp_path.iterdir()) == [], "a failing command left files in the working directory"
     assert not (root / "pwned").exists()
+
+
+# --- issue 25: faults a single call of the catalogue cannot show
+
+
+def _default_signals() -> None:
+    # A test runner started without job control (or under nohup) may pass SIGINT/SIGHUP on ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_say_terminated_and_release_the_lock(tiny_config, tmp_path, signum):
+    config = tiny_config(tasks=("depth",), **{"epochs: 2": "epochs: 50"})
+    lock = tmp_path / "runs" / "single" / "depth" / "train.lock"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "BRANCHNET_QUIET": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "branchnet", "train-single", "--config", str(config), "--runs",
+                                str(tmp_path / "runs")], env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, preexec_fn=_default_signals)
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+        while not lock.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the lock never appeared"
+            time.sleep(0.05)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum, (process.returncode, err)
+    assert err.strip().splitlines()[-1] == "branchnet: terminated", err
+    assert "Traceback" not in err
+    assert not lock.exists()
