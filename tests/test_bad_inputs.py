@@ -9,6 +9,7 @@ name files of one shared *world* (configs, a trained tiny run, good and bad arti
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -584,3 +585,29 @@ def test_sigterm_and_sighup_say_terminated_and_release_the_lock(tiny_config, tmp
     assert err.strip().splitlines()[-1] == "branchnet: terminated", err
     assert "Traceback" not in err
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # torch's, on a full disk
+], ids=["oserror", "torch-runtimeerror"])
+def test_a_full_disk_during_evaluate_is_one_line_naming_the_checkpoint(cli, world, tmp_path, monkeypatch, failure):
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(world["trained"]) / "single", runs / "single")
+    shutil.copy(world["affinity"], runs / "affinity.npz")
+    save = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        if "checkpoint" in Path(f).name:
+            raise failure
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full)
+    result = cli(*[a.format(**world) for a in E], "--runs", runs, "-q")
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1, result.err[-3000:]
+    assert lines[0].startswith("branchnet: error: could not write checkpoint.pt into ") and "space" in lines[0]
+    assert "Traceback" not in result.err
+    network = [p for p in (runs / "evaluate" / "nets").rglob("*") if p.is_file()]
+    assert not [p for p in network if p.name.startswith(".") or p.name in ("checkpoint.pt", "model.pt", "run.json",
+                                                                            "train.lock")], network
