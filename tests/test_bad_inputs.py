@@ -100,6 +100,7 @@ def world(tmp_path_factory, data_cache):
     save_tree(root / "tree.json", tree)
     w["tree"] = str(root / "tree.json")
     w["shared_params"] = str(int(sum(single["stage_params"]) + sum(heads)))
+    w["separate_params"] = str(int(len(TASKS) * sum(single["stage_params"]) + sum(heads)))
 
     def text(name: str, content: str | bytes) -> None:
         path = root / name
@@ -510,6 +511,11 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("evaluate-locked", (*E, "--runs", "{locked_runs}"), ("being trained by process", "evaluate/nets/shared/seed0")),
     ("evaluate-force-locked", (*E, "--runs", "{locked_runs}", "--force"), ("being trained by process",)),
     ("search-locked", ("search", "--config", "{config}", "--runs", "{locked_runs}"), ("being trained by process",)),
+    ("run-roaming-unshared-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
+                                   "{separate_params}", "--set", "train.roaming={{p: 0.8}}"),
+     ("train.roaming", "branched/tree-")),
+    ("run-gradnorm-split-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
+                                 "{separate_params}", "--set", "train.weighting=gradnorm"), ("gradnorm",)),
     ("tag-locked", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{locked_runs}"),
      ("being trained by process", "tag network")),
 ]

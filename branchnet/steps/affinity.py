@@ -119,11 +119,25 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
     their paths.
     """
     from branchnet.affinity.outputs import write_affinity_outputs
-    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
     out = Path(out) if out is not None else affinity_path(runs, epoch=epoch)
+    data, settings = measure_affinity(cfg, runs, images=images, center=center, pool=pool, bootstrap=bootstrap,
+                                      seed=seed, save_rdms=save_rdms, max_memory=max_memory, device=device,
+                                      progress=progress, epoch=epoch)
+    return write_affinity_outputs(data, out, settings)
+
+
+def measure_affinity(cfg: Config, runs: Path, *, images: int | None = None, center: str | None = None,
+                     pool: str | int | None = None, bootstrap: int | None = None, seed: int = 0,
+                     save_rdms: bool = False, max_memory: int | None = None, device: str | None = None,
+                     progress: bool = True, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The RSA affinity of :func:`affinity_from_runs` and the settings of its ``affinity.json``,
+    not yet written (``branchnet run`` checks its networks before it writes them); returns
+    ``(AffinityData, settings)``. Only spilled RDMs (with ``max_memory``) touch the disk."""
+    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
+
     device = device or cfg.train.device
     source = ModelFeatureSource(cfg, runs, images, device, epoch=epoch)
     center = center or cfg.affinity.center
@@ -140,7 +154,7 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                     config=str(cfg.source), models=source.models)
     if epoch is not None:
         settings["epoch"] = int(epoch)
-    return write_affinity_outputs(data, out, settings)
+    return data, settings
 
 
 def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
