@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -617,3 +618,13 @@ def test_a_full_disk_during_evaluate_is_one_line_naming_the_checkpoint(cli, worl
     network = [p for p in (runs / "evaluate" / "nets").rglob("*") if p.is_file()]
     assert not [p for p in network if p.name.startswith(".") or p.name in ("checkpoint.pt", "model.pt", "run.json",
                                                                             "train.lock")], network
+
+
+def test_a_valid_torchscript_export_is_silent_under_quiet(cli, world, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:  # what would reach stderr outside pytest
+        warnings.simplefilter("always")
+        result = cli("export-model", world["model_seg"], "--format", "torchscript", "--out", tmp_path / "m.pt", "-q")
+    assert result.code == 0, result.err
+    assert result.err == "" and result.out == ""
+    assert [str(w.message) for w in caught] == []
+    assert (tmp_path / "m.pt").is_file()

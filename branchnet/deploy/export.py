@@ -197,7 +197,9 @@ def export_network(net: BranchedNet, fmt: str, path: str | os.PathLike,
         if fmt == "torchscript":
             exporter = "torch.jit.trace"
             module = _trace(wrapper, example)
-            torch.jit.save(module, str(tmp), _extra_files={"branchnet.json": json.dumps(meta)})
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; the artefact is still valid
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
+                torch.jit.save(module, str(tmp), _extra_files={"branchnet.json": json.dumps(meta)})
             convolutions = (count_convolutions(module, fmt), _conv_modules(net))
             with _quiet_export():
                 reloaded = torch.jit.load(str(tmp))
