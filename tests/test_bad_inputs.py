@@ -85,6 +85,7 @@ def world(tmp_path_factory, data_cache):
     w["cfg_latin"] = str(root / "latin.yaml")
     (root / "a-directory.yaml").mkdir()
     w["cfg_dir"] = str(root / "a-directory.yaml")
+    variant("cfg_seed_huge", base.replace("seed: 0", "seed: 99999999999999999999"))
     variant("cfg_huge", base.replace("image_size: [32, 32]", "image_size: [4000, 4000]")
             .replace("train: 48", "train: 50000"))
 
@@ -505,6 +506,20 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tag-device-tpu", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{trained}", "--device",
                         "tpu"), ("--device 'tpu'",)),
     ("single-device-cuda-index", (*T, "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    # --- issue 25: integers in the ranges torch and numpy take (branchnet.units.check_int)
+    ("seed-huge", (*T, "--set", "seed=99999999999999999999"), ("'seed'", "2**32 - 1")),
+    ("seed-huge-yaml", ("train-single", "--config", "{cfg_seed_huge}", "--runs", "{fresh}"), ("'seed'", "out of range")),
+    ("seed-negative", (*T, "--set", "seed=-1"), ("'seed'", "from 0")),
+    ("epochs-huge", (*T, "--epochs", "99999999999999999999"), ("train.epochs", "100,000")),
+    ("epochs-huge-float", (*T, "--set", "train.epochs=1.0e+30"), ("train.epochs", "out of range")),
+    ("batch-size-huge", (*T, "--set", "train.batch_size=99999999999999999999"), ("train.batch_size", "2**63 - 1")),
+    ("evaluate-seeds-huge", (*E, "--runs", "{trained}", "--seeds", "99999999999999999999"), ("--seeds", "out of range")),
+    ("evaluate-random-huge", (*E, "--runs", "{trained}", "--random", "99999999999999999999"), ("--random",)),
+    ("evaluate-sweep-huge", (*E, "--runs", "{trained}", "--sweep", "99999999999999999999"), ("--sweep",)),
+    ("search-seeds-huge", ("search", "--config", "{config}", "--runs", "{trained}", "--seeds", "99999999999999999999"),
+     ("--seeds", "out of range")),
+    ("search-networks-huge", ("search", "--config", "{config}", "--runs", "{trained}", "--networks",
+                              "99999999999999999999"), ("--networks",)),
     # --- issue 25: every check before the first write; a network another process trains is locked
     ("evaluate-resume-corrupt", (*E, "--runs", "{corrupt_ckpt_runs}", "--resume"), ("corrupt", "checkpoint.pt")),
     ("search-resume-corrupt", ("search", "--config", "{config}", "--runs", "{corrupt_ckpt_runs}", "--resume"),

@@ -49,7 +49,7 @@ from branchnet.steps.affinity import MEASURES
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet import distributed as dist_utils
-from branchnet.units import format_count, parse_budget
+from branchnet.units import MAX_NETWORKS, check_int, format_count, parse_budget
 
 #: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``): the registry's.
 KNOWN_MEASURES = MEASURES.names
@@ -258,10 +258,9 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
     runs = Path(runs)
     if budgets is not None and sweep is not None:
         raise BadInput("give --budgets B1,B2,... or --sweep K, not both")
-    if seeds is None or seeds < 1:
-        raise BadInput(f"--seeds {seeds}: train every tree with at least one seed (e.g. --seeds 3)")
-    if random is not None and random < 1:
-        raise BadInput(f"--random {random}: draw at least one random tree per budget (e.g. --random 8)")
+    check_int(seeds, "--seeds", 1, MAX_NETWORKS, " seeds to train every tree with (e.g. --seeds 3)")
+    if random is not None:
+        check_int(random, "--random", 1, MAX_NETWORKS, " random trees per budget (e.g. --random 8)")
     tasks = build_tasks(config)
     names = [t.name for t in tasks]
     if len(names) < 2:

@@ -52,7 +52,7 @@ from branchnet.runs import (CHECKPOINT_FILE, PREDICTED_FILE, PROPOSALS_FILE, REC
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, StudyTree, check_budgets, compact_partitions, sweep_budgets, tree_id
 from branchnet import distributed as dist_utils
-from branchnet.units import format_count, parse_budget
+from branchnet.units import MAX_NETWORKS, check_int, format_count, parse_budget
 
 #: Training seeds of the search when ``--seeds`` is not given (seeds 100 and 101).
 DEFAULT_SEEDS = 2
@@ -190,10 +190,11 @@ def prepare_search(config: Config, runs: str | os.PathLike, *, budgets: str | Se
     runs = Path(runs)
     if acquisition not in ACQUISITIONS:
         raise unknown_choice("acquisition", acquisition, ACQUISITIONS)
-    if seeds is None or int(seeds) < 1:
-        raise BadInput(f"--seeds {seeds}: the search trains with at least one seed of its own (e.g. --seeds 2)")
-    if batch is not None and int(batch) < 1:
-        raise BadInput(f"--batch {batch}: propose at least one network per round")
+    check_int(seeds, "--seeds", 1, MAX_NETWORKS, " seeds of the search's own (e.g. --seeds 2)")
+    if batch is not None:
+        check_int(batch, "--batch", 1, MAX_NETWORKS, " networks proposed per round")
+    if networks is not None:
+        check_int(networks, "--networks", 1, MAX_NETWORKS, " networks to train in all")
     tasks = build_tasks(config)
     names = [t.name for t in tasks]
     if len(names) < 2:
