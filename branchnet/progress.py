@@ -58,3 +58,10 @@ def say(message: str) -> None:
     """One status line on stderr (not with ``--quiet`` or ``BRANCHNET_QUIET=1``, nor on ranks but 0)."""
     if not _quiet_process():
         console().print(message, highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """``branchnet: warning: <message>`` on stderr, even with ``--quiet`` (a result the user should
+    know is weak, e.g. an affinity measured on too few steps); on torchrun, rank 0 only."""
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        print(f"branchnet: warning: {' '.join(message.split())}", file=sys.stderr)

@@ -157,6 +157,7 @@ def world(tmp_path_factory, data_cache):
     w["feat_nokey"] = str(_npz(root / "feat_nokey.npz", seg=np.random.rand(8, 5)))
     w["feat_few"] = str(_npz(root / "feat_few.npz", **{f"{t}/a": np.random.rand(3, 5) for t in TASKS}))
     w["loss_ok"] = str(_npz(root / "loss_ok.npz", seg=np.random.rand(10), depth=np.random.rand(10)))
+    w["loss_two"] = str(_npz(root / "loss_two.npz", seg=np.array([0.1, 0.9]), depth=np.array([0.2, 0.8])))
     w["loss_ragged"] = str(_npz(root / "loss_ragged.npz", seg=np.random.rand(10), depth=np.random.rand(7)))
     w["loss_nan"] = str(_npz(root / "loss_nan.npz", seg=np.array([1.0, np.nan, 2, 3]), depth=np.random.rand(4)))
 
@@ -532,6 +533,11 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("train.roaming", "branched/tree-")),
     ("run-gradnorm-split-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
                                  "{separate_params}", "--set", "train.weighting=gradnorm"), ("gradnorm",)),
+    # --- issue 25: accepted silently, though meaningless
+    ("build-latency-batch-zero", ("build", "--affinity", "{affinity}", "--params", "{separate_params}", "--latency",
+                                  "12ms", "--batch", "0", "--config", "{config}"), ("--batch 0", "at least 1")),
+    ("fafs-two-images", ("affinity", "--measure", "fafs", "--losses", "{loss_two}", "--out", "{world}/x.npz"),
+     ("2 image(s)", "at least 3")),
     ("tag-locked", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{locked_runs}"),
      ("being trained by process", "tag network")),
 ]
@@ -643,3 +649,16 @@ def test_a_valid_torchscript_export_is_silent_under_quiet(cli, world, tmp_path):
     assert result.err == "" and result.out == ""
     assert [str(w.message) for w in caught] == []
     assert (tmp_path / "m.pt").is_file()
+
+
+def test_tag_measured_on_too_few_steps_warns_and_says_so_in_the_file(cli, tiny_config, tmp_path):
+    config = tiny_config(["seg", "depth"], **{"epochs: 2": "epochs: 1"})  # 3 steps: one measured at tag_every 100
+    done = cli("affinity", "--config", config, "--runs", tmp_path / "runs", "--measure", "tag", "--set",
+               "affinity.tag_every=100", "-q")
+    assert done.code == 0, done.err
+    lines = [line for line in done.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("branchnet: warning: affinity (tag): measured on 1 training step"), \
+        done.err
+    assert "affinity.tag_every 100" in lines[0]
+    record = json.loads((tmp_path / "runs" / "affinity-tag.json").read_text())
+    assert record["settings"]["measured_steps"] == 1 and "measured on 1 training step" in record["settings"]["warning"]

@@ -214,6 +214,11 @@ def tag_fingerprint(config: Config) -> dict[str, Any]:
                        affinity={"tag_every": cfg.affinity.tag_every})
 
 
+#: TAG's lookahead steps below which ``affinity --measure tag`` warns on stderr and records the
+#: warning in ``affinity-tag.json`` (``settings.warning``); the file is still written.
+MIN_TAG_STEPS = 3
+
+
 def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
                   resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Path]:
     """``branchnet affinity --config CFG --measure tag``: TAG's lookahead affinity at every branch
@@ -291,6 +296,16 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
                 "measured_steps": int(metrics["tag"]["steps"]), "config": str(cfg.source),
                 "model_sha256": record.model_sha256 if record is not None else None,
                 "lookahead": metrics["tag"]["lookahead"]}
+    steps = int(metrics["tag"]["steps"])
+    if steps < MIN_TAG_STEPS:
+        from branchnet.progress import warn
+
+        settings["warning"] = (f"measured on {steps} training step(s), fewer than {MIN_TAG_STEPS}: affinity.tag_every "
+                               f"{metrics['tag']['every']} is about as long as the whole training, and so few "
+                               "lookahead steps give a near-arbitrary affinity (from one step every entry is +1 or -1); "
+                               "lower affinity.tag_every or train longer")
+        if dist_utils.is_main():
+            warn(f"affinity (tag): {settings['warning']}")
     if not dist_utils.is_main():
         return {}
     return write_affinity_outputs(data, out, settings)
