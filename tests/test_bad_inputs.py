@@ -533,6 +533,13 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("train.roaming", "branched/tree-")),
     ("run-gradnorm-split-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
                                  "{separate_params}", "--set", "train.weighting=gradnorm"), ("gradnorm",)),
+    # --- issue 25: sizes that cannot fit in memory, estimated before anything is allocated
+    ("export-input-size-huge", ("export-model", "{model_seg}", "--format", "torchscript", "--input-size", "100000",
+                                "100000", "--out", "{world}/x.pt"), ("needs about", "free", "--input-size")),
+    ("profile-batch-huge", ("profile", "{model_seg}", "--batch", "100000000", "--no-write"), ("needs about", "--batch")),
+    ("profile-input-size-huge", ("profile", "{model_seg}", "--input-size", "100000", "100000", "--no-write"),
+     ("needs about", "--input-size")),
+    ("head-channels-huge", (*T, "--set", "model.head_channels=100000000000"), ("model.head_channels", "needs about")),
     # --- issue 25: accepted silently, though meaningless
     ("build-latency-batch-zero", ("build", "--affinity", "{affinity}", "--params", "{separate_params}", "--latency",
                                   "12ms", "--batch", "0", "--config", "{config}"), ("--batch 0", "at least 1")),

@@ -187,6 +187,12 @@ def export_network(net: BranchedNet, fmt: str, path: str | os.PathLike,
             raise BadInput(f"the network's weights ({weights / 1e9:.1f} GB) do not fit one ONNX file (2 GiB at "
                            "most); use --format exported-program")
     net = net.to("cpu").eval()
+    from branchnet.machine import check_memory
+    from branchnet.nn.memory import forward_bytes
+
+    # the check runs the eager network and the reloaded artefact side by side on 2 images
+    check_memory(2 * forward_bytes(net, 2, size), f"exporting and checking at {size[0]}x{size[1]}",
+                 "lower --input-size (the artefact takes any batch; its H W are fixed)")
     wrapper = InferenceNet(net).eval()
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed + 1))
     path = Path(path)
