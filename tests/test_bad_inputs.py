@@ -540,6 +540,8 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("profile-input-size-huge", ("profile", "{model_seg}", "--input-size", "100000", "100000", "--no-write"),
      ("needs about", "--input-size")),
     ("head-channels-huge", (*T, "--set", "model.head_channels=100000000000"), ("model.head_channels", "needs about")),
+    # --- issue 25: a task type that does not match its dataset's targets, refused before training
+    ("task-type-mismatch", (*T, "--set", "tasks=[{{name: seg, type: depth}}]"), ("task 'seg'", "type depth", "int64")),
     # --- issue 25: accepted silently, though meaningless
     ("build-latency-batch-zero", ("build", "--affinity", "{affinity}", "--params", "{separate_params}", "--latency",
                                   "12ms", "--batch", "0", "--config", "{config}"), ("--batch 0", "at least 1")),
