@@ -229,9 +229,16 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return Path(path)
 
 
+#: What torch's zip writer says when a write fails (a full disk): "PytorchStreamWriter failed
+#: writing file ...", or "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598".
+TORCH_WRITE_FAILURES = ("writ", "unexpected pos", "inline_container")
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any, written: dict[str, Any] | None = None) -> Path:
     """``torch.save`` to ``path`` atomically. ``written``, when given, receives the bytes and
-    SHA-256 of the file, hashed as it is written (one pass, no read back)."""
+    SHA-256 of the file, hashed as it is written (one pass, no read back). A failed write (a full
+    disk) is a one-line :class:`BadInput` naming the file (:func:`write_error`), whichever way
+    torch reports it."""
     import torch
 
     with atomic_path(path) as tmp:
@@ -244,9 +251,10 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any, written: dict[str, Any]
                     torch.save(obj, writer)
                 written.update(writer.digest())
         except RuntimeError as exc:  # torch wraps a failed write (a full disk) in a RuntimeError
-            if "writ" not in str(exc).lower():
+            if not any(sign in str(exc).lower() for sign in TORCH_WRITE_FAILURES):
                 raise
-            raise write_error(Path(path), OSError(errno.ENOSPC, "the file could not be written (disk full?)")) from None
+            raise write_error(Path(path), OSError(errno.ENOSPC, "the file could not be written (no space left "
+                                                                "on the device?)")) from None
     return Path(path)
 
 

@@ -33,6 +33,7 @@ import yaml
 
 from branchnet.errors import BadInput, did_you_mean
 from branchnet.moved import moved_attribute
+from branchnet.units import MAX_EPOCHS, MAX_INT, MAX_SEED, check_int
 from branchnet.schema import (AffinityConfig, AugmentConfig, BranchedConfig, Config, DataConfig, LoaderConfig,
                               ModelConfig, RoamingConfig, TaskEntry, TrainConfig)
 
@@ -153,6 +154,11 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: The largest value of an integer setting (:func:`branchnet.units.check_int`); any other takes
+#: up to 2**63 - 1, what torch and numpy take. Lower bounds are checked with each setting's meaning.
+INT_LIMITS = {"seed": MAX_SEED, "train.epochs": MAX_EPOCHS}
+
+
 def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -178,10 +184,10 @@ def _coerce_to(hint: Any, value: Any, source: str, key: str) -> Any:
             return value
         raise BadInput(f"{source}: '{key}' must be true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return check_int(value, f"{source}: '{key}'", -MAX_INT, INT_LIMITS.get(key, MAX_INT))
         raise BadInput(f"{source}: '{key}' must be an integer, got {value!r}")
     if hint is float:
         number = None
@@ -242,6 +248,7 @@ def _check(config: Config, source: str) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise BadInput(f"{source}: '{key}' must be positive, got {value}")
+    check_int(config.seed, f"{source}: 'seed'", 0, MAX_SEED)
     non_negative = {"train.weight_decay": config.train.weight_decay, "train.clip_grad": config.train.clip_grad,
                     "affinity.bootstrap": config.affinity.bootstrap}
     for key, value in non_negative.items():

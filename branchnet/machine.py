@@ -131,3 +131,29 @@ def available_ram() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 2 * 2**30
+
+
+def available_memory(device: "torch.device | str" = "cpu") -> int:
+    """Bytes free for new tensors on ``device``: :func:`available_ram` on the CPU, the GPU's free
+    memory (``torch.cuda.mem_get_info``) on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return available_ram()
+
+
+def check_memory(need: int, what: str, advice: str, device: "torch.device | str" = "cpu") -> None:
+    """The one memory check (docs/design.md, "Errors"): :class:`~branchnet.errors.BadInput` when
+    ``need`` bytes (an estimate made before anything is allocated) exceed what ``device`` has free,
+    saying ``what`` needs about how much, how much is free, and ``advice`` (what to lower)."""
+    from branchnet.errors import BadInput
+
+    free = available_memory(device)
+    if need > free:
+        where = "" if torch.device(device).type == "cpu" else f" on {device}"
+        raise BadInput(f"{what} needs about {_gib(need)} but only {_gib(free)} are free{where}; {advice}")
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count < 2**50 else f"{count / 2**40:.3g} TiB"

@@ -169,3 +169,10 @@ class JobsView:
     def overall_done(self, done: int, left: str) -> None:
         """``done`` networks of the whole are finished; ``left`` says the time left."""
         self.progress.update(self.overall, completed=done, description=f"{self.title}: {left}")
+
+
+def warn(message: str) -> None:
+    """``branchnet: warning: <message>`` on stderr, even with ``--quiet`` (a result the user should
+    know is weak, e.g. an affinity measured on too few steps); on torchrun, rank 0 only."""
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        print(f"branchnet: warning: {' '.join(message.split())}", file=sys.stderr)

@@ -486,16 +486,12 @@ def _take_lock(lock: Path, label: str) -> None:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
-            holder = read_json(lock) or {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
+            holder = lock_holder(lock)
+            if holder is None:
                 with contextlib.suppress(OSError):
                     lock.unlink()  # a stale lock: its process is gone
                 continue
-            where = f" on host {host}" if host and host != socket.gethostname() else ""
-            raise BadInput(f"{label} in {lock.parent} is being trained by process {pid}{where} (since "
-                           f"{holder.get('started', '?')}); wait for it to finish or stop it (if that process "
-                           f"is gone, delete {lock})") from None
+            raise BadInput(_locked_message(lock, label, holder)) from None
         except OSError as exc:
             from branchnet.atomic import write_error
 
@@ -504,6 +500,44 @@ def _take_lock(lock: Path, label: str) -> None:
             json.dump(info, fh)
         return
     raise BadInput(f"could not take the lock {lock}; another process keeps taking it, try again")
+
+
+def lock_holder(lock: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds the network lock ``lock`` (its JSON: pid, host, started, command), or None when
+    there is no lock or it is stale (its process, on this host, no longer runs)."""
+    lock = Path(lock)
+    if not lock.exists():
+        return None
+    holder = read_json(lock)
+    holder = holder if isinstance(holder, dict) else {}
+    pid, host = holder.get("pid"), holder.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not _process_alive(pid):
+        return None
+    return holder
+
+
+def _locked_message(lock: Path, label: str, holder: Mapping[str, Any]) -> str:
+    host = holder.get("host")
+    where = f" on host {host}" if host and host != socket.gethostname() else ""
+    return (f"{label} in {lock.parent} is being trained by process {holder.get('pid')}{where} (since "
+            f"{holder.get('started', '?')}); wait for it to finish or stop it (if that process is gone, "
+            f"delete {lock})")
+
+
+def check_unlocked(root: str | os.PathLike, what: str) -> None:
+    """:class:`BadInput` naming the holder when a network anywhere under ``root`` is locked by a
+    running process (``what`` names ``root`` in the message, e.g. ``evaluate``): a command that
+    trains many networks (``evaluate``, ``search``) checks this before its first write, so a
+    second one started on the same run refuses at once instead of training the same networks
+    again. Each network is still claimed (:func:`claim_network`) when it is trained."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for lock in sorted(root.rglob(LOCK_FILE)):
+        holder = lock_holder(lock)
+        if holder is not None:
+            label = f"{what}/{lock.parent.relative_to(root).as_posix()}"
+            raise BadInput(_locked_message(lock, label, holder))
 
 
 def _process_alive(pid: int) -> bool:

@@ -11,6 +11,17 @@ import re
 from branchnet.errors import BadInput
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+#: Integer ranges (docs/design.md, "Errors"): every integer setting and count is checked with
+#: :func:`check_int` before it reaches torch or numpy, whose C integers overflow past 2**63 - 1.
+MAX_INT = 2**63 - 1
+#: The config's ``seed``: what numpy's legacy generators take (torch takes up to 2**64 - 1),
+#: leaving room for what is added to it (evaluation seeds, per-epoch and per-head seeds).
+MAX_SEED = 2**32 - 1
+#: ``train.epochs`` (``--epochs``): far more than any training of this tool runs.
+MAX_EPOCHS = 100_000
+#: ``--seeds`` of ``evaluate`` and ``search``, ``--random`` and ``--networks``: networks to train.
+MAX_NETWORKS = 100_000
 _BUDGET = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*$", re.IGNORECASE)
 
 
@@ -80,3 +91,19 @@ def format_latency(seconds: float | None, digits: int = 3) -> str:
         if abs(seconds) >= scale:
             return f"{seconds / scale:.{digits}g} {suffix}"
     return f"{seconds / 1e-9:.{digits}g} ns"
+
+
+def check_int(value: int, what: str, low: int = 0, high: int = MAX_INT, hint: str = "") -> int:
+    """``value`` when it lies in [``low``, ``high``], else :class:`BadInput` naming ``what`` (``--seeds``,
+    ``'train.epochs'``) and the range (``hint``, e.g. ``"; e.g. --seeds 3"``, is appended)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput(f"{what} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "..."
+        wanted = f"at most {_int_text(high)}" if low <= -MAX_INT else f"from {low} to {_int_text(high)}"
+        raise BadInput(f"{what} {shown} is out of range; give an integer {wanted}{hint}")
+    return value
+
+
+def _int_text(value: int) -> str:
+    return {MAX_INT: "2**63 - 1", MAX_SEED: "2**32 - 1"}.get(value, f"{value:,}")

@@ -9,10 +9,17 @@ name files of one shared *world* (configs, a trained tiny run, good and bad arti
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +85,7 @@ def world(tmp_path_factory, data_cache):
     w["cfg_latin"] = str(root / "latin.yaml")
     (root / "a-directory.yaml").mkdir()
     w["cfg_dir"] = str(root / "a-directory.yaml")
+    variant("cfg_seed_huge", base.replace("seed: 0", "seed: 99999999999999999999"))
     variant("cfg_huge", base.replace("image_size: [32, 32]", "image_size: [4000, 4000]")
             .replace("train: 48", "train: 50000"))
 
@@ -94,6 +102,7 @@ def world(tmp_path_factory, data_cache):
     save_tree(root / "tree.json", tree)
     w["tree"] = str(root / "tree.json")
     w["shared_params"] = str(int(sum(single["stage_params"]) + sum(heads)))
+    w["separate_params"] = str(int(len(TASKS) * sum(single["stage_params"]) + sum(heads)))
 
     def text(name: str, content: str | bytes) -> None:
         path = root / name
@@ -148,6 +157,7 @@ def world(tmp_path_factory, data_cache):
     w["feat_nokey"] = str(_npz(root / "feat_nokey.npz", seg=np.random.rand(8, 5)))
     w["feat_few"] = str(_npz(root / "feat_few.npz", **{f"{t}/a": np.random.rand(3, 5) for t in TASKS}))
     w["loss_ok"] = str(_npz(root / "loss_ok.npz", seg=np.random.rand(10), depth=np.random.rand(10)))
+    w["loss_two"] = str(_npz(root / "loss_two.npz", seg=np.array([0.1, 0.9]), depth=np.array([0.2, 0.8])))
     w["loss_ragged"] = str(_npz(root / "loss_ragged.npz", seg=np.random.rand(10), depth=np.random.rand(7)))
     w["loss_nan"] = str(_npz(root / "loss_nan.npz", seg=np.array([1.0, np.nan, 2, 3]), depth=np.random.rand(4)))
 
@@ -176,6 +186,24 @@ def world(tmp_path_factory, data_cache):
     evil_ckpt.mkdir(parents=True)
     shutil.copy(root / "evil.pt", evil_ckpt / "checkpoint.pt")
     w["evil_ckpt_runs"] = str(root / "evil-ckpt-runs")
+    def run_copy(name: str) -> Path:
+        """A copy of the trained run (single-task models and RSA affinity) to add a fault to."""
+        copy = root / name
+        shutil.copytree(runs / "single", copy / "single")
+        for f in ("affinity.npz", "affinity.json"):
+            shutil.copy(runs / f, copy / f)
+        w[name.replace("-", "_")] = str(copy)
+        return copy
+
+    locked = run_copy("locked-runs")  # networks another (live) process is training: this one
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01 00:00:00", "command": "x"}
+    for network in ("evaluate/nets/shared/seed0", "search/nets/shared/seed100", "tag"):
+        (locked / network).mkdir(parents=True)
+        (locked / network / "train.lock").write_text(json.dumps(holder))
+    corrupt = run_copy("corrupt-ckpt-runs")  # interrupted networks whose checkpoint is garbage
+    for network in ("evaluate/nets/shared/seed0", "search/nets/shared/seed100"):
+        (corrupt / network).mkdir(parents=True)
+        (corrupt / network / "checkpoint.pt").write_bytes(b"\x00garbage")
     (root / "a-file").write_text("x")
     w["a_file"] = str(root / "a-file")
     (root / "out-dir").mkdir()
@@ -184,6 +212,7 @@ def world(tmp_path_factory, data_cache):
 
 
 T = ("train-single", "--config", "{config}", "--runs", "{fresh}")
+E = ("evaluate", "--config", "{config}", "--measures", "rsa", "--seeds", "1", "--random", "1")
 
 CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # --- the command line itself
@@ -472,6 +501,64 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("predict-split", ("predict", "--model", "{model_seg}", "--split", "holdout"), ("split",)),
     ("predict-images", ("predict", "--model", "{model_seg}", "--images", "0"), ("--images",)),
     ("predict-out-dir", ("predict", "--model", "{model_seg}", "--out", "{out_dir}"), ("directory",)),
+    # --- issue 25: every command that takes --device checks it up front (branchnet.devices.check_device)
+    ("predict-device-cuda", ("predict", "--model", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("profile-device-cuda", ("profile", "{model_seg}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("evaluate-device-tpu", (*E, "--runs", "{trained}", "--device", "tpu"), ("--device 'tpu'", "cpu")),
+    ("evaluate-device-cuda", (*E, "--runs", "{trained}", "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    ("evaluate-set-device", (*E, "--runs", "{trained}", "--set", "train.device=tpu"), ("train.device 'tpu'",)),
+    ("search-device-tpu", ("search", "--config", "{config}", "--runs", "{trained}", "--device", "tpu"),
+     ("--device 'tpu'",)),
+    ("groupings-device-tpu", ("groupings", "--config", "{config}", "--runs", "{fresh}", "--device", "tpu"),
+     ("--device 'tpu'",)),
+    ("run-device-tpu", ("run", "--config", "{config}", "--runs", "{trained}", "--device", "tpu"), ("--device 'tpu'",)),
+    ("train-device-tpu", ("train", "--config", "{config}", "--runs", "{trained}", "--tree", "shared", "--device",
+                          "tpu"), ("--device 'tpu'",)),
+    ("tag-device-tpu", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{trained}", "--device",
+                        "tpu"), ("--device 'tpu'",)),
+    ("single-device-cuda-index", (*T, "--device", "cuda:99"), ("--device 'cuda:99'",)),
+    # --- issue 25: integers in the ranges torch and numpy take (branchnet.units.check_int)
+    ("seed-huge", (*T, "--set", "seed=99999999999999999999"), ("'seed'", "2**32 - 1")),
+    ("seed-huge-yaml", ("train-single", "--config", "{cfg_seed_huge}", "--runs", "{fresh}"), ("'seed'", "out of range")),
+    ("seed-negative", (*T, "--set", "seed=-1"), ("'seed'", "from 0")),
+    ("epochs-huge", (*T, "--epochs", "99999999999999999999"), ("train.epochs", "100,000")),
+    ("epochs-huge-float", (*T, "--set", "train.epochs=1.0e+30"), ("train.epochs", "out of range")),
+    ("batch-size-huge", (*T, "--set", "train.batch_size=99999999999999999999"), ("train.batch_size", "2**63 - 1")),
+    ("evaluate-seeds-huge", (*E, "--runs", "{trained}", "--seeds", "99999999999999999999"), ("--seeds", "out of range")),
+    ("evaluate-random-huge", (*E, "--runs", "{trained}", "--random", "99999999999999999999"), ("--random",)),
+    ("evaluate-sweep-huge", (*E, "--runs", "{trained}", "--sweep", "99999999999999999999"), ("--sweep",)),
+    ("search-seeds-huge", ("search", "--config", "{config}", "--runs", "{trained}", "--seeds", "99999999999999999999"),
+     ("--seeds", "out of range")),
+    ("search-networks-huge", ("search", "--config", "{config}", "--runs", "{trained}", "--networks",
+                              "99999999999999999999"), ("--networks",)),
+    # --- issue 25: every check before the first write; a network another process trains is locked
+    ("evaluate-resume-corrupt", (*E, "--runs", "{corrupt_ckpt_runs}", "--resume"), ("corrupt", "checkpoint.pt")),
+    ("search-resume-corrupt", ("search", "--config", "{config}", "--runs", "{corrupt_ckpt_runs}", "--resume"),
+     ("corrupt", "checkpoint.pt")),
+    ("evaluate-locked", (*E, "--runs", "{locked_runs}"), ("being trained by process", "evaluate/nets/shared/seed0")),
+    ("evaluate-force-locked", (*E, "--runs", "{locked_runs}", "--force"), ("being trained by process",)),
+    ("search-locked", ("search", "--config", "{config}", "--runs", "{locked_runs}"), ("being trained by process",)),
+    ("run-roaming-unshared-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
+                                   "{separate_params}", "--set", "train.roaming={{p: 0.8}}"),
+     ("train.roaming", "branched/tree-")),
+    ("run-gradnorm-split-tree", ("run", "--config", "{config}", "--runs", "{trained}", "--params",
+                                 "{separate_params}", "--set", "train.weighting=gradnorm"), ("gradnorm",)),
+    # --- issue 25: sizes that cannot fit in memory, estimated before anything is allocated
+    ("export-input-size-huge", ("export-model", "{model_seg}", "--format", "torchscript", "--input-size", "100000",
+                                "100000", "--out", "{world}/x.pt"), ("needs about", "free", "--input-size")),
+    ("profile-batch-huge", ("profile", "{model_seg}", "--batch", "100000000", "--no-write"), ("needs about", "--batch")),
+    ("profile-input-size-huge", ("profile", "{model_seg}", "--input-size", "100000", "100000", "--no-write"),
+     ("needs about", "--input-size")),
+    ("head-channels-huge", (*T, "--set", "model.head_channels=100000000000"), ("model.head_channels", "needs about")),
+    # --- issue 25: a task type that does not match its dataset's targets, refused before training
+    ("task-type-mismatch", (*T, "--set", "tasks=[{{name: seg, type: depth}}]"), ("task 'seg'", "type depth", "int64")),
+    # --- issue 25: accepted silently, though meaningless
+    ("build-latency-batch-zero", ("build", "--affinity", "{affinity}", "--params", "{separate_params}", "--latency",
+                                  "12ms", "--batch", "0", "--config", "{config}"), ("--batch 0", "at least 1")),
+    ("fafs-two-images", ("affinity", "--measure", "fafs", "--losses", "{loss_two}", "--out", "{world}/x.npz"),
+     ("2 image(s)", "at least 3")),
+    ("tag-locked", ("affinity", "--measure", "tag", "--config", "{config}", "--runs", "{locked_runs}"),
+     ("being trained by process", "tag network")),
 ]
 
 
@@ -510,3 +597,87 @@ def test_bad_input(cli, world, tmp_path, monkeypatch, case_id, args, fragments):
     assert snapshot(root) == before, "a failing command changed the world"
     assert list(tmp_path.iterdir()) == [], "a failing command left files in the working directory"
     assert not (root / "pwned").exists()
+
+
+# --- issue 25: faults a single call of the catalogue cannot show
+
+
+def _default_signals() -> None:
+    # A test runner started without job control (or under nohup) may pass SIGINT/SIGHUP on ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_say_terminated_and_release_the_lock(tiny_config, tmp_path, signum):
+    config = tiny_config(tasks=("depth",), **{"epochs: 2": "epochs: 50"})
+    lock = tmp_path / "runs" / "single" / "depth" / "train.lock"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "BRANCHNET_QUIET": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "branchnet", "train-single", "--config", str(config), "--runs",
+                                str(tmp_path / "runs")], env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, preexec_fn=_default_signals)
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
+        while not lock.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the lock never appeared"
+            time.sleep(0.05)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum, (process.returncode, err)
+    assert err.strip().splitlines()[-1] == "branchnet: terminated", err
+    assert "Traceback" not in err
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # torch's, on a full disk
+], ids=["oserror", "torch-runtimeerror"])
+def test_a_full_disk_during_evaluate_is_one_line_naming_the_checkpoint(cli, world, tmp_path, monkeypatch, failure):
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(world["trained"]) / "single", runs / "single")
+    shutil.copy(world["affinity"], runs / "affinity.npz")
+    save = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        if "checkpoint" in Path(f).name:
+            raise failure
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full)
+    result = cli(*[a.format(**world) for a in E], "--runs", runs, "-q")
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert result.code == 2 and len(lines) == 1, result.err[-3000:]
+    assert lines[0].startswith("branchnet: error: could not write checkpoint.pt into ") and "space" in lines[0]
+    assert "Traceback" not in result.err
+    network = [p for p in (runs / "evaluate" / "nets").rglob("*") if p.is_file()]
+    assert not [p for p in network if p.name.startswith(".") or p.name in ("checkpoint.pt", "model.pt", "run.json",
+                                                                            "train.lock")], network
+
+
+def test_a_valid_torchscript_export_is_silent_under_quiet(cli, world, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:  # what would reach stderr outside pytest
+        warnings.simplefilter("always")
+        result = cli("export-model", world["model_seg"], "--format", "torchscript", "--out", tmp_path / "m.pt", "-q")
+    assert result.code == 0, result.err
+    assert result.err == "" and result.out == ""
+    assert [str(w.message) for w in caught] == []
+    assert (tmp_path / "m.pt").is_file()
+
+
+def test_tag_measured_on_too_few_steps_warns_and_says_so_in_the_file(cli, tiny_config, tmp_path):
+    config = tiny_config(["seg", "depth"], **{"epochs: 2": "epochs: 1"})  # 3 steps: one measured at tag_every 100
+    done = cli("affinity", "--config", config, "--runs", tmp_path / "runs", "--measure", "tag", "--set",
+               "affinity.tag_every=100", "-q")
+    assert done.code == 0, done.err
+    lines = [line for line in done.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("branchnet: warning: affinity (tag): measured on 1 training step"), \
+        done.err
+    assert "affinity.tag_every 100" in lines[0]
+    record = json.loads((tmp_path / "runs" / "affinity-tag.json").read_text())
+    assert record["settings"]["measured_steps"] == 1 and "measured on 1 training step" in record["settings"]["warning"]

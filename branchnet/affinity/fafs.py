@@ -53,8 +53,13 @@ def fafs_matrix(losses: Any) -> np.ndarray:
     return agree / x.shape[1]
 
 
+#: Per-image losses FAFS needs: from K = 1 or 2 images every task pair agrees or disagrees on all
+#: of them, an affinity of +1s and -1s that says nothing.
+MIN_IMAGES = 3
+
+
 def check_losses(losses: Mapping[str, Any], source: str = "losses") -> dict[str, np.ndarray]:
-    """Validate ``{task: (K,) losses}``: at least one task, the same K >= 2 everywhere, finite.
+    """Validate ``{task: (K,) losses}``: at least one task, the same K >= :data:`MIN_IMAGES` everywhere, finite.
 
     Returns the arrays as float64, in the mapping's order.
     """
@@ -77,8 +82,9 @@ def check_losses(losses: Mapping[str, Any], source: str = "losses") -> dict[str,
             raise BadInput(f"{source}: '{task}' has {len(x)} images but '{next(iter(out))}' has {size}; every "
                            "task needs the losses of the same images in the same order")
         out[str(task)] = x
-    if size is not None and size < 2:
-        raise BadInput(f"{source}: {size} image(s) is too few; FAFS needs at least 2 (use the whole affinity split)")
+    if size is not None and size < MIN_IMAGES:
+        raise BadInput(f"{source}: {size} image(s) is too few; FAFS needs at least {MIN_IMAGES} (from 1 or 2 the "
+                       "affinity is all +1s and -1s; use the whole affinity split)")
     return out
 
 

@@ -133,7 +133,7 @@ def affinity(
     else:
         from branchnet.steps.affinity import affinity_from_runs
 
-        cfg, runs_dir = resolve_config(config, runs, set_)
+        cfg, runs_dir = resolve_config(config, runs, set_, trains=False)
         if measure == "fafs":
             from branchnet.steps.affinity import fafs_from_runs
 

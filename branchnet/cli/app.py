@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``branchnet`` console script; returns the exit code.
 
     Exit 0 on success, 2 on bad input or usage (one line on stderr), 1 on an internal
-    fault (with the traceback, so it can be reported).
+    fault (with the traceback, so it can be reported), 130 on Ctrl-C (``branchnet:
+    interrupted``), 143 on SIGTERM and 129 on SIGHUP (``branchnet: terminated``).
     """
     import branchnet.cli  # noqa: F401  (registers every command on ``app``)
     from branchnet.progress import set_quiet
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(False)
     command = typer.main.get_command(app)
     previous = _catch_interrupts()
+    terminations = _catch_terminations()
     try:
         result = command.main(args=argv, prog_name="branchnet", standalone_mode=False)
     except _click.NoArgsIsHelpError as exc:
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted:
         print("branchnet: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print("branchnet: terminated", file=sys.stderr)
+        return 128 + exc.signum
     except typer.Exit as exc:
         return exc.exit_code
     except _click.UsageError as exc:
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        for signum, handler in terminations.items():
+            signal.signal(signum, handler)
     return result if isinstance(result, int) else 0
 
 
@@ -138,6 +145,46 @@ def _catch_interrupts():
         raise Interrupted()
 
     return signal.signal(signal.SIGINT, handler)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (``signum``), raised by our handler so that the command unwinds as after
+    Ctrl-C: locks released, temporary files removed, ``branchnet: terminated`` on stderr and exit
+    128 + signum (143, 129)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+#: The signals that end a command like Ctrl-C does, with ``branchnet: terminated``.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _catch_terminations() -> dict[int, object]:
+    """Install the SIGTERM and SIGHUP handlers for this command (main thread only, and only where a
+    signal still has its default action: ``nohup``'s ignored SIGHUP stays ignored); returns the
+    previous handlers. A process forked from this one (a data-loader worker) that gets the signal
+    dies of it, as it would without the handler."""
+    import os
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(signum)
+
+    previous = {}
+    for signum in TERMINATING_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, handler)
+    return previous
 
 
 # Overrides of the most common config values (docs/design.md, "Command line"); --set covers the rest.
@@ -169,11 +216,20 @@ CurvesOption = Annotated[bool, typer.Option(
 def resolve_config(config: Path, runs: Optional[Path], sets: Optional[list[str]] = None, *,
                    backbone: Optional[str] = None, epochs: Optional[int] = None,
                    batch_size: Optional[int] = None, image_size: Optional[tuple[int, int]] = None,
-                   device: Optional[str] = None, tasks: Optional[list[str]] = None):
-    """Load ``config`` with command-line overrides; returns (Config, runs directory)."""
+                   device: Optional[str] = None, tasks: Optional[list[str]] = None, trains: bool = True):
+    """Load ``config`` with command-line overrides; returns (Config, runs directory).
+
+    ``trains``: the command runs on ``train.device``, which is checked here, before anything is
+    read or written (:func:`branchnet.devices.check_device`); a command with a device option of
+    its own (``affinity``'s RSA and FAFS) passes False and checks that one.
+    """
     from branchnet.config import load_config
 
     overrides = {"model.backbone": backbone, "train.epochs": epochs, "train.batch_size": batch_size,
                  "data.image_size": list(image_size) if image_size else None, "train.device": device}
     loaded = load_config(config, overrides=overrides, sets=sets)
+    if trains:
+        from branchnet.devices import check_device
+
+        check_device(loaded.train.device, "--device" if device is not None else "train.device")
     return loaded, (runs if runs is not None else loaded.default_runs_dir())

@@ -132,7 +132,7 @@ def build(
     if latency_budget is not None:
         from branchnet.steps.build import config_for_latency, latency_probe
 
-        probe = latency_probe(config_for_latency(cfg, data, affinity), data, Path(affinity).parent, profile_device or "cpu", batch or 1)
+        probe = latency_probe(config_for_latency(cfg, data, affinity), data, Path(affinity).parent, profile_device or "cpu", 1 if batch is None else batch)
         if not quiet:
             from branchnet.progress import say
 

@@ -468,13 +468,11 @@ def generation_memory(count: int, height: int, width: int, workers: int | None =
 
 def check_generation_memory(split: str, count: int, height: int, width: int, workers: int | None = None) -> None:
     """Refuse, before allocating anything, a split whose generation cannot fit in the free memory."""
-    from branchnet.machine import available_ram
+    from branchnet.machine import check_memory
 
-    need, free = generation_memory(count, height, width, workers), available_ram()
-    if need > free:
-        raise BadInput(f"generating {count} scenes of {height}x{width} for split '{split}' needs about "
-                       f"{need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB are free; lower data.image_size "
-                       "or data.splits (or data.options.workers)")
+    check_memory(generation_memory(count, height, width, workers),
+                 f"generating {count} scenes of {height}x{width} for split '{split}'",
+                 "lower data.image_size or data.splits (or data.options.workers)")
 
 
 def split_dir(root: str | None, seed: int, split: str, count: int, height: int, width: int,

@@ -187,6 +187,12 @@ def export_network(net: BranchedNet, fmt: str, path: str | os.PathLike,
             raise BadInput(f"the network's weights ({weights / 1e9:.1f} GB) do not fit one ONNX file (2 GiB at "
                            "most); use --format exported-program")
     net = net.to("cpu").eval()
+    from branchnet.machine import check_memory
+    from branchnet.nn.memory import forward_bytes
+
+    # the check runs the eager network and the reloaded artefact side by side on 2 images
+    check_memory(2 * forward_bytes(net, 2, size), f"exporting and checking at {size[0]}x{size[1]}",
+                 "lower --input-size (the artefact takes any batch; its H W are fixed)")
     wrapper = InferenceNet(net).eval()
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed + 1))
     path = Path(path)
@@ -197,7 +203,9 @@ def export_network(net: BranchedNet, fmt: str, path: str | os.PathLike,
         if fmt == "torchscript":
             exporter = "torch.jit.trace"
             module = _trace(wrapper, example)
-            torch.jit.save(module, str(tmp), _extra_files={"branchnet.json": json.dumps(meta)})
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; the artefact is still valid
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
+                torch.jit.save(module, str(tmp), _extra_files={"branchnet.json": json.dumps(meta)})
             convolutions = (count_convolutions(module, fmt), _conv_modules(net))
             with _quiet_export():
                 reloaded = torch.jit.load(str(tmp))

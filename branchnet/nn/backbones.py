@@ -222,12 +222,16 @@ def _layout(stages: nn.ModuleList, backbone: str, image_size: tuple[int, int]) -
     family = backbone_family(backbone)
     locations = RESNET_LOCATIONS if family == "resnet" else HRNET_LOCATIONS
     channels, reductions = [], []
+    from torch.func import functional_call
+
     was_training = stages.training
     stages.eval()
-    with torch.no_grad():
-        x = torch.zeros(1, 3, *image_size)
+    with torch.no_grad():  # on the meta device: shapes only, so any image size costs nothing
+        x = torch.zeros(1, 3, *image_size, device="meta")
         for stage in stages:
-            x = stage(x)
+            state = {name: torch.empty_like(value, device="meta")
+                     for name, value in [*stage.named_parameters(), *stage.named_buffers()]}
+            x = functional_call(stage, state, (x,))
             outs = x if isinstance(x, (list, tuple)) else [x]
             channels.append(tuple(int(o.shape[1]) for o in outs))
             reductions.append(tuple(max(1, round(image_size[0] / o.shape[2])) for o in outs))

@@ -79,7 +79,8 @@ class BranchedNet(nn.Module):
         # Each head is drawn from its own stream, seeded by one draw after the encoder and the
         # task's name: a task's head starts the same whichever tasks share the network, so the
         # all-separate tree starts (and, trained alike, ends) as the single-task models.
-        base = int(torch.randint(0, 2**31 - 1, ()).item())
+        _check_heads_fit(self.tasks, list(layout.channels[last]), model)
+        base = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())  # "cpu": also when built on "meta"
         heads = {}
         for t in self.tasks:
             with torch.random.fork_rng(devices=[]):
@@ -243,3 +244,18 @@ class BranchedNet(nn.Module):
             raise BadInput(f"single-task weights do not fit this network ({first[:160]}); retrain them "
                            "with `branchnet train-single --force`") from None
 
+
+
+def _check_heads_fit(tasks: Sequence[Any], channels: list[int], model: ModelConfig) -> None:
+    """Refuse heads whose weights cannot fit in the free memory (a huge ``model.head_channels``)
+    before they are allocated: they are built on the meta device first (shapes only; torch's
+    random state is left as it was, so the real heads start the same)."""
+    from branchnet.machine import check_memory
+    from branchnet.nn.memory import parameter_bytes
+
+    if torch.get_default_device().type == "meta":
+        return
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        need = sum(parameter_bytes(build_head(t, channels, model)) for t in tasks)
+    check_memory(need, f"the task heads ({need // 4:,} parameters at model.head_channels {model.head_channels})",
+                 "lower model.head_channels (e.g. 64)")

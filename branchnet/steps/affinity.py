@@ -119,11 +119,25 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
     their paths.
     """
     from branchnet.affinity.outputs import write_affinity_outputs
-    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
 
     cfg = config if isinstance(config, Config) else load_config(config)
     runs = Path(runs) if runs is not None else cfg.default_runs_dir()
     out = Path(out) if out is not None else affinity_path(runs, epoch=epoch)
+    data, settings = measure_affinity(cfg, runs, images=images, center=center, pool=pool, bootstrap=bootstrap,
+                                      seed=seed, save_rdms=save_rdms, max_memory=max_memory, device=device,
+                                      progress=progress, epoch=epoch)
+    return write_affinity_outputs(data, out, settings)
+
+
+def measure_affinity(cfg: Config, runs: Path, *, images: int | None = None, center: str | None = None,
+                     pool: str | int | None = None, bootstrap: int | None = None, seed: int = 0,
+                     save_rdms: bool = False, max_memory: int | None = None, device: str | None = None,
+                     progress: bool = True, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The RSA affinity of :func:`affinity_from_runs` and the settings of its ``affinity.json``,
+    not yet written (``branchnet run`` checks its networks before it writes them); returns
+    ``(AffinityData, settings)``. Only spilled RDMs (with ``max_memory``) touch the disk."""
+    from branchnet.rsa import affinity_to_data, compute_affinity, parse_pool
+
     device = device or cfg.train.device
     source = ModelFeatureSource(cfg, runs, images, device, epoch=epoch)
     center = center or cfg.affinity.center
@@ -140,7 +154,7 @@ def affinity_from_runs(config: str | os.PathLike | Config, runs: str | os.PathLi
                     config=str(cfg.source), models=source.models)
     if epoch is not None:
         settings["epoch"] = int(epoch)
-    return write_affinity_outputs(data, out, settings)
+    return data, settings
 
 
 def fafs_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
@@ -200,6 +214,11 @@ def tag_fingerprint(config: Config) -> dict[str, Any]:
                        affinity={"tag_every": cfg.affinity.tag_every})
 
 
+#: TAG's lookahead steps below which ``affinity --measure tag`` warns on stderr and records the
+#: warning in ``affinity-tag.json`` (``settings.warning``); the file is still written.
+MIN_TAG_STEPS = 3
+
+
 def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.PathLike | None = None,
                   resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Path]:
     """``branchnet affinity --config CFG --measure tag``: TAG's lookahead affinity at every branch
@@ -223,7 +242,7 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
     from branchnet.nn import NUM_STAGES, BranchedNet
     from branchnet.progress import say
     from branchnet.affinity.outputs import check_out_path, write_affinity_outputs
-    from branchnet.runs import network_metrics, plan_network, read_metrics, read_record, tag_dir
+    from branchnet.runs import claim_network, network_metrics, plan_network, read_metrics, read_record, tag_dir
     from branchnet.steps.commit import commit_network
     from branchnet import distributed as dist_utils
     from branchnet.train.engine import fit
@@ -244,24 +263,26 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
                              "another --runs")
     if plan.note and not quiet:
         say(plan.note)
+    if plan.action != "reuse":
+        with claim_network(plan, "the TAG network", force=force, resume=resume) as plan:  # one process at a time
+            if plan.action != "reuse":
+                tasks = build_tasks(cfg)
+                torch.manual_seed(cfg.seed)  # the same start as the single-task and branched networks
+                model = BranchedNet(tasks, shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
+                if dist_utils.is_main():
+                    ensure_writable_dir(plan.directory)
+                prepare_splits(cfg, ("train", "val"))
+                hook = TagHook(cfg.affinity.tag_every, cfg.seed)
+                result = fit(model, tasks, cfg, plan.directory, build_dataset(cfg, "train"),
+                             build_dataset(cfg, "val"), resume=plan.action == "resume", quiet=quiet,
+                             label="tag (all-shared)", hooks=[hook], fingerprint=fp)
+                z = hook.mean()
+                metrics = network_metrics(model, result, cfg, name="tag", tag={
+                    "every": cfg.affinity.tag_every, "steps": hook.count, "z": z.tolist(),
+                    "lookahead": "theta' = theta - lr * grad_{stages 0..d} L_i on the step's batch; heads fixed"})
+                commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     if plan.action == "reuse":
         metrics = read_metrics(plan.directory, "the TAG network", "retrain it with --force")
-    else:
-        tasks = build_tasks(cfg)
-        torch.manual_seed(cfg.seed)  # the same start as the single-task and branched networks
-        model = BranchedNet(tasks, shared_partitions(names, NUM_STAGES), cfg.model, cfg.image_size)
-        if dist_utils.is_main():
-            ensure_writable_dir(plan.directory)
-        prepare_splits(cfg, ("train", "val"))
-        hook = TagHook(cfg.affinity.tag_every, cfg.seed)
-        result = fit(model, tasks, cfg, plan.directory, build_dataset(cfg, "train"), build_dataset(cfg, "val"),
-                     resume=plan.action == "resume", quiet=quiet, label="tag (all-shared)", hooks=[hook],
-                     fingerprint=fp)
-        z = hook.mean()
-        metrics = network_metrics(model, result, cfg, name="tag", tag={
-            "every": cfg.affinity.tag_every, "steps": hook.count, "z": z.tolist(),
-            "lookahead": "theta' = theta - lr * grad_{stages 0..d} L_i on the step's batch; heads fixed"})
-        commit_network(plan.directory, model, cfg, "tag", fp, metrics)
     z = np.asarray(metrics["tag"]["z"], dtype=np.float64)
     record, _ = read_record(plan.directory)
     data = affinity_data(
@@ -275,6 +296,16 @@ def tag_from_runs(config: Config, runs: str | os.PathLike, *, out: str | os.Path
                 "measured_steps": int(metrics["tag"]["steps"]), "config": str(cfg.source),
                 "model_sha256": record.model_sha256 if record is not None else None,
                 "lookahead": metrics["tag"]["lookahead"]}
+    steps = int(metrics["tag"]["steps"])
+    if steps < MIN_TAG_STEPS:
+        from branchnet.progress import warn
+
+        settings["warning"] = (f"measured on {steps} training step(s), fewer than {MIN_TAG_STEPS}: affinity.tag_every "
+                               f"{metrics['tag']['every']} is about as long as the whole training, and so few "
+                               "lookahead steps give a near-arbitrary affinity (from one step every entry is +1 or -1); "
+                               "lower affinity.tag_every or train longer")
+        if dist_utils.is_main():
+            warn(f"affinity (tag): {settings['warning']}")
     if not dist_utils.is_main():
         return {}
     return write_affinity_outputs(data, out, settings)

@@ -25,9 +25,9 @@ from typing import Any
 
 from branchnet.affinity import AffinityData
 from branchnet.config import Config
-from branchnet.tree import save_tree, separate_tree, shared_tree
+from branchnet.tree import separate_tree, shared_tree
 from branchnet.tree.group_cost import GroupCost
-from branchnet.tree.report import BuildReport, plot_sweep
+from branchnet.tree.report import BuildReport
 
 
 def costs_from_backbone(config: Any, tasks: list[str], backbone: str | None = None,
@@ -73,8 +73,9 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
                out: str | os.PathLike | None = None,
                affinity_path: str | os.PathLike | None = None, cost: str | GroupCost | None = "max",
                latency_budget: float | None = None, latency: "LatencyProbe | None" = None,
-               window: bool = False) -> BuildReport:
-    """Search (and sweep), then write ``tree.json`` and ``sweep.png``; returns the report.
+               window: bool = False, write: bool = True) -> BuildReport:
+    """Search (and sweep), then write ``tree.json`` and ``sweep.png`` (``write``; else the
+    report's :meth:`~branchnet.tree.report.BuildReport.save` writes them later); returns the report.
 
     ``out`` defaults to ``tree.json`` beside ``affinity_path`` (or the working directory);
     ``sweep.png`` goes beside ``out``. ``cost`` is the group cost the dissimilarity adds up
@@ -117,10 +118,8 @@ def build_tree(affinity: AffinityData, params_budget: float | None, flops_budget
             end.extra["latency"] = {"predicted_s": latency.table.predict(end.partitions)}
         if tree is not None:
             tree.extra["latency"] = {**tree.extra.get("latency", {}), **latency.measure(tree.partitions)}
-    if tree is not None:
-        report.written.append(save_tree(out_path, tree))
-    if trees is not None:
-        report.written.append(plot_sweep(trees, out_path.parent / "sweep.png"))
+    if write:
+        report.save(out_path)
     return report
 
 

@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +42,17 @@ import numpy as np
 from branchnet.config import Config
 from branchnet.errors import BadInput, unknown_choice
 from branchnet.progress import say
-from branchnet.runs import (PARETO_FILE, RECORD_FILE, STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE,
-                            Baselines, Plan, affinity_path, evaluate_dir, find_baselines, first_difference, json_safe,
-                            plan_network, read_json, read_metrics, read_record, study_network_dir, study_settings)
+from branchnet.runs import (CHECKPOINT_FILE, EVALUATE_DIR, PARETO_FILE, RECORD_FILE, STUDY_NETS_DIR,
+                            STUDY_SETTINGS_FILE, SUMMARY_JSON, SUMMARY_MD, TREES_FILE, Baselines, Plan,
+                            affinity_path, check_unlocked, evaluate_dir, find_baselines, first_difference,
+                            json_safe, plan_network, read_json, read_metrics, read_record, study_network_dir,
+                            study_settings)
 from branchnet.steps.affinity import MEASURES
 from branchnet.steps.jobs import JobClock, JobSlots, Pool, duration, fit_slots, plan_slots
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, Job, Scorer, StudyPlan, StudyTree, plan_study, scorers_for, sweep_budgets
 from branchnet import distributed as dist_utils
-from branchnet.units import format_count, parse_budget
+from branchnet.units import MAX_NETWORKS, check_int, format_count, parse_budget
 
 #: Measures ``--measures`` knows by name (each read from ``runs.affinity_path(runs, name)``): the registry's.
 KNOWN_MEASURES = MEASURES.names
@@ -259,10 +261,9 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
     runs = Path(runs)
     if budgets is not None and sweep is not None:
         raise BadInput("give --budgets B1,B2,... or --sweep K, not both")
-    if seeds is None or seeds < 1:
-        raise BadInput(f"--seeds {seeds}: train every tree with at least one seed (e.g. --seeds 3)")
-    if random is not None and random < 1:
-        raise BadInput(f"--random {random}: draw at least one random tree per budget (e.g. --random 8)")
+    check_int(seeds, "--seeds", 1, MAX_NETWORKS, " seeds to train every tree with (e.g. --seeds 3)")
+    if random is not None:
+        check_int(random, "--random", 1, MAX_NETWORKS, " random trees per budget (e.g. --random 8)")
     tasks = build_tasks(config)
     names = [t.name for t in tasks]
     if len(names) < 2:
@@ -313,7 +314,20 @@ def prepare_study(config: Config, runs: str | os.PathLike, *, budgets: str | Seq
         else:
             network_plans[job] = plan_network(directory, fp, f"evaluate/nets/{job.tree_id}/seed{job.seed}",
                                               resume=resume, hint="pass --force to start the evaluation over")
+    _check_before_writing(config, runs, network_plans.values())
     return Study(config, runs, plan, found, jobs, network_plans, moved + list(plan.notes))
+
+
+def _check_before_writing(config: Config, runs: Path, plans: Iterable[Plan]) -> None:
+    """What would otherwise fail after the first write: a network of the study that another
+    running process is training (:func:`branchnet.runs.check_unlocked`: a second ``evaluate`` on
+    the run refuses, naming the holder), and a checkpoint ``--resume`` cannot continue."""
+    from branchnet.train.checkpoint import check_resumable
+
+    check_unlocked(evaluate_dir(runs) / STUDY_NETS_DIR, f"{EVALUATE_DIR}/{STUDY_NETS_DIR}")
+    for plan in plans:
+        if plan.action == "resume":
+            check_resumable(plan.directory / CHECKPOINT_FILE, plan.fingerprint, config.train.epochs)
 
 
 # ---------------------------------------------------------------------------------

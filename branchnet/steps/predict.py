@@ -45,7 +45,10 @@ def load_for_prediction(model_path: str | os.PathLike, device: str = "cpu",
                         sets: Sequence[str] | None = None) -> LoadedModel:
     """The model of ``model_path``; ``sets`` (``section.key=value``) change its stored config
     (e.g. ``data.root`` when the data moved). :class:`BadInput` for a file that is not a
-    branchnet model."""
+    branchnet model, or a ``device`` this machine does not have (:func:`branchnet.devices.check_device`)."""
+    from branchnet.devices import check_device
+
+    check_device(device, "--device")
     path = Path(model_path)
     if not path.is_file():
         raise BadInput(f"model file {path} does not exist; give the model.pt of a trained network "

@@ -226,6 +226,12 @@ def profile(source: str | os.PathLike, config: Config | None = None, device: str
     net, model, tasks, size, kind, seed, notes = load_network(source, config, input_size)
     shared, separate = _networks(tasks, net.partitions, model, size, seed)
     nets = {"tree": net, "all-shared": shared, "all-separate": separate}
+    from branchnet.machine import check_memory
+    from branchnet.nn.memory import forward_bytes
+
+    check_memory(max(forward_bytes(n, max(sizes), size) for n in nets.values()),
+                 f"profiling a batch of {max(sizes)} images of {size[0]}x{size[1]}", "lower --batch or --input-size",
+                 dev)
     profiles = {b: profile_networks(nets, dev, b, size, repeats, warmup) for b in sizes}
     report = ProfileReport(source=Path(source), kind=kind, device=device_name(dev), device_type=dev.type,
                            threads=torch.get_num_threads(), input_size=size, repeats=repeats, warmup=warmup,

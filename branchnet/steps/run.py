@@ -62,6 +62,18 @@ def check_feasible(config: Config, params_budget: float) -> None:
                        f"network of these tasks ({format_count(minimum)} = {minimum} params); give at least that")
 
 
+def _check_networks(config: Config, runs: Path, tree: Any, tree_name: str, force: bool) -> None:
+    """Every check of step 4 (:func:`branchnet.steps.train_branched.check_branched`) on the budget's
+    tree and the two baselines, before step 2 writes the affinity and step 3 the tree."""
+    from branchnet.steps.train_branched import check_branched
+    from branchnet.tree import separate_partitions, shared_partitions
+
+    names = config.task_names
+    for name, partitions in ((tree_name, tree), ("shared", shared_partitions(names, NUM_STAGES)),
+                             ("separate", separate_partitions(names, NUM_STAGES))):
+        check_branched(config, runs, partitions, name, force=force, quiet=True, allow_plain=name == "separate")
+
+
 def run_pipeline(config: Config, runs: Path, params: str | float | None = None, flops: str | float | None = None,
                  *, force: bool = False, quiet: bool = False) -> dict[str, Any] | None:
     """Run every step for ``config`` in ``runs``; returns the report (also written to disk;
@@ -70,8 +82,9 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     ``params``/``flops`` are budgets (``"1.5M"``); without ``params`` the config's
     ``branched.params`` is used, else halfway between all-shared and all-separate.
     """
-    from branchnet.affinity import load_affinity
-    from branchnet.steps.affinity import affinity_from_runs
+    from branchnet.affinity.outputs import write_affinity_outputs
+    from branchnet.runs import affinity_path
+    from branchnet.steps.affinity import measure_affinity
     from branchnet.steps.build import build_tree
     from branchnet.steps.report import make_report
     from branchnet.steps.train_branched import train_branched
@@ -94,15 +107,28 @@ def run_pipeline(config: Config, runs: Path, params: str | float | None = None, 
     single = train_single(config, runs, force=force, quiet=quiet)
 
     note("[2/5] task affinity (RSA)")
-    built = None
+    built, affinity_paths, error = None, None, None
     if main:  # measuring and building are deterministic and cheap: rank 0 does them, the others wait
-        affinity_paths = affinity_from_runs(config, runs, progress=not quiet)
-        affinity = load_affinity(affinity_paths["npz"])
-        note("[3/5] tree under the budget")
-        if params_budget is None:
-            params_budget = default_budget(affinity)
-            note(f"no --params given: using {format_count(params_budget)}, halfway between all-shared and all-separate")
-        built = build_tree(affinity, params_budget, flops_budget, sweep=True, out=tree_path(runs))
+        try:
+            data, settings = measure_affinity(config, runs, progress=not quiet)
+            note("[3/5] tree under the budget")
+            if params_budget is None:
+                params_budget = default_budget(data)
+                note(f"no --params given: using {format_count(params_budget)}, halfway between all-shared and "
+                     "all-separate")
+            built = build_tree(data, params_budget, flops_budget, sweep=True, write=False)
+            assert built.tree is not None
+            _check_networks(config, runs, built.tree.partitions, tree_network_name(params_budget, flops_budget),
+                            force)  # a refusal leaves the run's affinity and tree as they were
+            affinity_paths = write_affinity_outputs(data, affinity_path(runs), settings)
+            built.save(tree_path(runs))
+        except BadInput as exc:
+            error = str(exc)
+    error = dist_utils.broadcast_object(error)
+    if error is not None:
+        raise BadInput(error)
+    if main:
+        assert built is not None
         if not quiet:
             built.print()
         export_tree(built.tree, runs / "tree.png", "png")

@@ -47,15 +47,16 @@ from branchnet.errors import BadInput, unknown_choice
 from branchnet.learned import ACQUISITIONS, Observation, Proposal, SearchSpace, SharingModel, run_loop
 from branchnet.learned.model import MODEL_FILE
 from branchnet.progress import say
-from branchnet.runs import (PREDICTED_FILE, PROPOSALS_FILE, RECORD_FILE, SEARCH_SEED_OFFSET, SEARCH_SETTINGS_FORMAT,
-                            STUDY_NETS_DIR, STUDY_SETTINGS_FILE, SUMMARY_MD, TREES_FILE, Baselines, affinity_path,
-                            find_baselines, first_difference, json_safe, plan_network, read_json, read_metrics,
-                            read_record, search_dir, search_network_dir, search_tree_path, study_settings)
+from branchnet.runs import (CHECKPOINT_FILE, PREDICTED_FILE, PROPOSALS_FILE, RECORD_FILE, SEARCH_DIR,
+                            SEARCH_SEED_OFFSET, SEARCH_SETTINGS_FORMAT, STUDY_NETS_DIR, STUDY_SETTINGS_FILE,
+                            SUMMARY_MD, TREES_FILE, Baselines, affinity_path, check_unlocked, find_baselines,
+                            first_difference, json_safe, plan_network, read_json, read_metrics, read_record,
+                            search_dir, search_network_dir, search_tree_path, study_settings)
 from branchnet.steps.jobs import Pool, duration, fit_slots, plan_slots
 from branchnet.steps.tree_networks import SplitCache, train_tree_network, tree_network_fingerprint
 from branchnet.study.jobs import Costs, StudyTree, check_budgets, compact_partitions, sweep_budgets, tree_id
 from branchnet import distributed as dist_utils
-from branchnet.units import format_count, parse_budget
+from branchnet.units import MAX_NETWORKS, check_int, format_count, parse_budget
 
 #: Training seeds of the search when ``--seeds`` is not given (seeds 100 and 101).
 DEFAULT_SEEDS = 2
@@ -193,10 +194,11 @@ def prepare_search(config: Config, runs: str | os.PathLike, *, budgets: str | Se
     runs = Path(runs)
     if acquisition not in ACQUISITIONS:
         raise unknown_choice("acquisition", acquisition, ACQUISITIONS)
-    if seeds is None or int(seeds) < 1:
-        raise BadInput(f"--seeds {seeds}: the search trains with at least one seed of its own (e.g. --seeds 2)")
-    if batch is not None and int(batch) < 1:
-        raise BadInput(f"--batch {batch}: propose at least one network per round")
+    check_int(seeds, "--seeds", 1, MAX_NETWORKS, " seeds of the search's own (e.g. --seeds 2)")
+    if batch is not None:
+        check_int(batch, "--batch", 1, MAX_NETWORKS, " networks proposed per round")
+    if networks is not None:
+        check_int(networks, "--networks", 1, MAX_NETWORKS, " networks to train in all")
     tasks = build_tasks(config)
     names = [t.name for t in tasks]
     if len(names) < 2:
@@ -219,12 +221,26 @@ def prepare_search(config: Config, runs: str | os.PathLike, *, budgets: str | Se
     settings = search_settings(config, paths, seed_list, acquisition)
     directory = search_dir(runs)
     check_search_settings(directory, settings, force)
+    _check_before_writing(config, directory, resume)
     setup = SearchSetup(config, runs, baselines, tasks, costs, space, values, seed_list, int(networks), acquisition,
                         int(batch) if batch is not None else 1, affinities, paths, settings, resume=resume,
                         force=force, notes=notes)
     if not force:
         _load_state(setup)
     return setup
+
+
+def _check_before_writing(config: Config, directory: Path, resume: bool) -> None:
+    """What would otherwise fail after the first write: a network of the search that another
+    running process is training (:func:`branchnet.runs.check_unlocked`: a second ``search`` on
+    the run refuses, naming the holder) and, with ``resume``, a checkpoint that cannot be resumed."""
+    from branchnet.train.checkpoint import check_resumable
+
+    nets = directory / STUDY_NETS_DIR
+    check_unlocked(nets, f"{SEARCH_DIR}/{STUDY_NETS_DIR}")
+    if resume and nets.is_dir():
+        for path in sorted(nets.glob(f"*/*/{CHECKPOINT_FILE}")):
+            check_resumable(path, None, config.train.epochs)
 
 
 def _load_state(setup: SearchSetup) -> None:

@@ -28,7 +28,7 @@ from branchnet.errors import BadInput
 from branchnet.nn import NUM_STAGES, BranchedNet
 from branchnet.progress import say
 from branchnet.runs import (MODEL_FILE, Baselines, branched_dir, claim_network, find_baselines, fingerprint,
-                            network_metrics, plan_network, read_metrics)
+                            Plan, network_metrics, plan_network, read_metrics)
 from branchnet.steps.commit import commit_network
 from branchnet.tasks import multi_task_delta
 from branchnet.train.engine import fit
@@ -98,6 +98,26 @@ def branched_fingerprint(config: Config, partitions: Partitions, baselines: Base
     return fingerprint("branched", config, config.task_names, partitions=partitions, **start)
 
 
+def check_branched(config: Config, runs: Path, partitions: Partitions, name: str, *, resume: bool = False,
+                   force: bool = False, quiet: bool = False, baselines: str | Path | None = None,
+                   allow_plain: bool = False) -> tuple[Config, Baselines, Plan]:
+    """Every check of :func:`train_branched` before it trains ``<runs>/branched/<name>`` (the tree of
+    ``partitions``), writing nothing: the name, the settings that only a branched network has
+    (``train.roaming`` needs a shared node, ``gradnorm`` a first stage shared by all tasks), the
+    baselines and the reuse rule. Returns the config the network trains with, its baselines and
+    its plan. ``branchnet run`` calls it for its three networks before it writes its affinity and tree."""
+    if not name or "/" in name or name in (".", ".."):
+        raise BadInput(f"--name '{name}' must be a plain directory name (no '/'), e.g. --name mytree")
+    config = roaming_config(config, partitions, allow_plain=allow_plain, label=f"branched/{name}", quiet=quiet)
+    if config.train.weighting == "gradnorm" and len(partitions[0]) != 1:
+        raise BadInput(f"gradnorm weighting needs a layer shared by all tasks; the tree of branched/{name} splits "
+                       "tasks at the first stage (use uniform, uncertainty or dwa)")
+    found = find_baselines(config, runs, config.task_names, baselines)  # fail before training
+    fp = branched_fingerprint(config, partitions, found)
+    plan = plan_network(branched_dir(runs, name), fp, f"branched/{name}", force=force, resume=resume)
+    return config, found, plan
+
+
 def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | None = None,
                    resume: bool = False, force: bool = False, quiet: bool = False,
                    baselines: str | Path | None = None, allow_plain: bool = False) -> dict[str, Any]:
@@ -114,21 +134,14 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
     runs = Path(runs)
     partitions, default_name, tree_info = resolve_tree(tree, config)
     name = name or default_name
-    if not name or "/" in name or name in (".", ".."):
-        raise BadInput(f"--name '{name}' must be a plain directory name (no '/'), e.g. --name mytree")
-    config = roaming_config(config, partitions, allow_plain=allow_plain, label=f"branched/{name}", quiet=quiet)
-    tasks = build_tasks(config)
-    found = find_baselines(config, runs, [t.name for t in tasks], baselines)  # fail before training
-    fp = branched_fingerprint(config, partitions, found)
-    plan = plan_network(branched_dir(runs, name), fp, f"branched/{name}", force=force, resume=resume)
+    config, found, plan = check_branched(config, runs, partitions, name, resume=resume, force=force, quiet=quiet,
+                                         baselines=baselines, allow_plain=allow_plain)
     if plan.note and not quiet:
         say(plan.note)
     if plan.action == "reuse":
         return read_metrics(plan.directory, f"branched/{name}", "retrain it with --force")
+    tasks = build_tasks(config)
     model = build_branched(config, tasks, partitions, tree_info)
-    if config.train.weighting == "gradnorm" and model.last_shared_weight() is None:
-        raise BadInput("gradnorm weighting needs a layer shared by all tasks; this tree splits tasks at the first "
-                       "stage (use uniform, uncertainty or dwa)")
     prepare_splits(config, ("train", "val", "test"))
     with claim_network(plan, f"branched/{name}", force=force, resume=resume) as plan:
         if plan.action == "reuse":
@@ -139,7 +152,7 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
             model.init_from_single(states, config.branched.init)
         splits = {split: build_dataset(config, split) for split in ("train", "val", "test")}
         result = fit(model, tasks, config, plan.directory, splits["train"], splits["val"], splits["test"],
-                     resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=fp,
+                     resume=plan.action == "resume", quiet=quiet, label=f"branched/{name}", fingerprint=plan.fingerprint,
                      hooks=config_hooks(config))
         protocol, notes = delta_protocol(config, found)
         delta: dict[str, Any] = {
@@ -151,7 +164,7 @@ def train_branched(config: Config, runs: Path, tree: str | Path, *, name: str | 
         metrics = network_metrics(model, result, config, name=name, tree=tree_info, init=config.branched.init,
                                   weighting=config.train.weighting, delta_mtl=delta,
                                   roaming=roaming_metrics(config, model))
-        commit_network(plan.directory, model, config, "branched", fp, metrics, {"tree": tree_info})
+        commit_network(plan.directory, model, config, "branched", plan.fingerprint, metrics, {"tree": tree_info})
     test = metrics["delta_mtl"]["test"]["delta_mtl"]
     say(f"branched/{name}: test delta_mtl = {test:+.2f}%" + (" (" + protocol + ")" if protocol != "fair" else "")
         + f" ({metrics['params'] / 1e6:.2f}M params, {metrics['flops'] / 1e9:.3f} GFLOPs)")

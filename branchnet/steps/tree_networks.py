@@ -52,8 +52,23 @@ def train_tree_network(config: Config, baselines: Baselines, partitions: Partiti
 
     ``config`` is the run's config (seed 0 is its own seed); ``info`` the tree entry of the
     metrics.json and model.pt (the tree.json object and why it was trained); ``name`` the
-    network's name in its metrics.
+    network's name in its metrics. The network's lock is held while it trains
+    (:func:`branchnet.runs.claim_network`): a second process on it refuses, naming the holder.
     """
+    from branchnet.runs import claim_network, read_metrics
+
+    label = label or name
+    with claim_network(plan, f"network {name}", resume=plan.action == "resume") as claimed:
+        if claimed.action == "reuse":  # another process finished it meanwhile, with these settings
+            return read_metrics(claimed.directory, f"network {name}", "rerun the command with --force")
+        return _train_claimed(config, baselines, partitions, seed, claimed, info, name=name, datasets=datasets,
+                              quiet=quiet, label=label)
+
+
+def _train_claimed(config: Config, baselines: Baselines, partitions: Partitions, seed: int, plan: Plan,
+                   info: dict[str, Any], *, name: str, datasets: SplitCache | None, quiet: bool,
+                   label: str) -> dict[str, Any]:
+    """:func:`train_tree_network` once the network's lock is held."""
     from branchnet.atomic import ensure_writable_dir, load_checkpoint
     from branchnet.data import build_tasks
     from branchnet.steps.train_branched import build_branched, delta_protocol
@@ -70,7 +85,7 @@ def train_tree_network(config: Config, baselines: Baselines, partitions: Partiti
     ensure_writable_dir(plan.directory)
     splits = (datasets or SplitCache()).get(trained)
     result = fit(model, tasks, trained, plan.directory, splits["train"], splits["val"], splits["test"],
-                 resume=plan.action == "resume", quiet=quiet, label=label or name, fingerprint=plan.fingerprint)
+                 resume=plan.action == "resume", quiet=quiet, label=label, fingerprint=plan.fingerprint)
     protocol, notes = delta_protocol(config, baselines)
     delta: dict[str, Any] = {
         split: multi_task_delta(getattr(result, split), {t: b[split][t] for t, b in baselines.metrics.items()},

@@ -204,8 +204,9 @@ def in_window(params: float, window: tuple[float, float]) -> bool:
 def sweep_budgets(low: float, high: float, count: int) -> list[int]:
     """``count`` budgets evenly spaced strictly between the all-shared (``low``) and the
     all-separate (``high``) params: ``low + (high - low) i / (count + 1)``, i = 1..count."""
-    if count < 1:
-        raise BadInput(f"--sweep {count}: give the number of budgets, at least 1 (e.g. --sweep 3)")
+    from branchnet.units import MAX_NETWORKS, check_int
+
+    check_int(count, "--sweep", 1, MAX_NETWORKS, " budgets (e.g. --sweep 3)")
     return [int(round(low + (high - low) * i / (count + 1))) for i in range(1, count + 1)]
 
 

@@ -106,6 +106,19 @@ class Task:
         (tests/test_contracts.py) hold every registered type and every dataset reader to it."""
         raise NotImplementedError(f"task type {self.type_name} defines no example_target")  # pragma: no cover
 
+    def check_target(self, target: Any, size: tuple[int, int], where: str) -> None:
+        """Refuse a dataset whose targets for this task are not what the type expects (shape and
+        dtype of :meth:`example_target`): a task configured with another type than its dataset's
+        targets (``tasks: [{name: seg, type: depth}]``) would otherwise fail inside the loss, after
+        the data were built. ``where`` names the data (``split 'train'``)."""
+        expected = self.example_target(tuple(size), torch.Generator().manual_seed(0))
+        got = (tuple(target.shape), target.dtype) if isinstance(target, torch.Tensor) else None
+        if got != (tuple(expected.shape), expected.dtype):
+            shown = f"{target.dtype} {tuple(target.shape)}" if got is not None else type(target).__name__
+            raise BadInput(f"task '{self.name}' is of type {self.type_name}, whose targets are "
+                           f"{expected.dtype} {tuple(expected.shape)}, but {where} gives {shown}; give the task "
+                           "the type of its dataset's targets (or drop 'type' to take the dataset's)")
+
     def make_accumulator(self) -> Accumulator:  # pragma: no cover - abstract
         raise NotImplementedError
 

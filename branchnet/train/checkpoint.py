@@ -42,6 +42,24 @@ class Progress:
     hooks: dict[str, Any] = field(default_factory=dict)
 
 
+def check_resumable(path: Path, fingerprint: Mapping[str, Any] | None, epochs: int | None, *,
+                    map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path`` if ``--resume`` can continue it, else :class:`BadInput`: a corrupt
+    file or one that is not a checkpoint, one written by another version of branchnet, or (when
+    given) another ``fingerprint`` or number of ``epochs``. Commands that resume several networks
+    (``evaluate``, ``search``) call it for each before their first write."""
+    state = load_checkpoint(path, map_location=map_location)
+    why = None if state.get("format") == CHECKPOINT_FORMAT else "it was written by another version of branchnet"
+    if why is None and fingerprint is not None:
+        why = checkpoint_mismatch(state.get("fingerprint"), fingerprint)
+    if why is None and epochs is not None and state.get("epochs") != epochs:
+        why = f"epochs {state.get('epochs')} -> {epochs}"
+    if why is not None:
+        raise BadInput(f"checkpoint {path} cannot be resumed with these settings ({why}); "
+                       "resume with the same settings, or drop --resume to start over")
+    return state
+
+
 def resume(path: Path, fingerprint: Mapping[str, Any], epochs: int, device: torch.device, model: nn.Module,
            optimizer: torch.optim.Optimizer, weighting: LossWeighting, precision: Precision) -> Progress:
     """Load the checkpoint at ``path`` into the model, optimiser, weighting and scaler.
@@ -49,14 +67,7 @@ def resume(path: Path, fingerprint: Mapping[str, Any], epochs: int, device: torc
     :class:`BadInput` when it was written with another fingerprint, another number of epochs
     or by another version of branchnet.
     """
-    state = load_checkpoint(path, map_location=device)
-    why = checkpoint_mismatch(state.get("fingerprint"), fingerprint) if state.get("format") == CHECKPOINT_FORMAT \
-        else "it was written by another version of branchnet"
-    if why is None and state.get("epochs") != epochs:
-        why = f"epochs {state.get('epochs')} -> {epochs}"
-    if why is not None:
-        raise BadInput(f"checkpoint {path} cannot be resumed with these settings ({why}); "
-                       "resume with the same settings, or drop --resume to start over")
+    state = check_resumable(path, fingerprint, epochs, map_location=device)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     weighting.load_state_dict(state["weighting"])

@@ -80,6 +80,17 @@ def default_fingerprint(config: Config, tasks: Sequence[Task]) -> dict[str, Any]
     return run_fingerprint("fit", config, [t.name for t in tasks])
 
 
+def check_targets(tasks: Sequence[Task], dataset: Dataset, size: tuple[int, int], where: str) -> None:
+    """Before training: the first item's target of every task has the shape and dtype its type
+    expects (:meth:`branchnet.tasks.base.Task.check_target`), else a one-line :class:`BadInput`."""
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return
+    _image, targets = dataset[0]
+    for task in tasks:
+        if task.name in targets:
+            task.check_target(targets[task.name], size, where)
+
+
 def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, train_set: Dataset,
         val_set: Dataset, test_set: Dataset | None = None, *, resume: bool = False, quiet: bool = False,
         label: str = "training", epochs: int | None = None, weighting: LossWeighting | None = None,
@@ -96,6 +107,7 @@ def fit(model: nn.Module, tasks: Sequence[Task], config: Config, out_dir: Path, 
     train_cfg = config.train
     epochs = epochs or train_cfg.epochs
     device = resolve_device(train_cfg.device)
+    check_targets(tasks, train_set, config.image_size, "the train split")
     precision = Precision.for_device(device, train_cfg.amp)
     prepare_model(model, device)  # channels_last on CUDA (docs/performance.md)
     names = [t.name for t in tasks]

@@ -22,6 +22,20 @@ class BuildReport:
     separate: Tree
     written: list[Path] = field(default_factory=list)
 
+    def save(self, out: str | os.PathLike) -> list[Path]:
+        """Write the tree to ``out`` (``tree.json``) and the sweep's figure beside it (``sweep.png``);
+        returns what was written (also added to ``written``)."""
+        from branchnet.tree.record import save_tree
+
+        out = Path(out)
+        written = []
+        if self.tree is not None:
+            written.append(save_tree(out, self.tree))
+        if self.sweep is not None:
+            written.append(plot_sweep(self.sweep, out.parent / "sweep.png"))
+        self.written.extend(written)
+        return written
+
     def print(self, console: Any = None) -> None:
         """Print the tree view, its costs, the two end networks and the sweep table (rich, stdout)."""
         from rich.console import Console
