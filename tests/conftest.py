@@ -96,3 +96,22 @@ def fresh_runs(trained: tuple[Path, Path], tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     shutil.copytree(trained[1] / "single", runs / "single")
     return runs
+
+
+def study_run(root: Path, data_cache: Path, tasks: str, epochs: str = "epochs: 1"):
+    """A run for the study tests (evaluate, search): the tiny config with ``tasks`` (YAML list)
+    and ``epochs`` (the replacement of the config's ``epochs: 2``), its single-task models and
+    its RSA and FAFS affinities, trained on one thread as torchrun ranks are. Returns
+    ``(config, runs, single)`` with ``single`` the single-task results (params per stage and head)."""
+    from branchnet.config import load_config
+    from branchnet.steps.affinity import affinity_from_runs, fafs_from_runs
+    from branchnet.steps.train_single import train_single
+
+    config_path = root / "tiny.yaml"
+    config_path.write_text(TINY_CONFIG.format(root=data_cache, tasks=tasks).replace("epochs: 2", epochs))
+    config = load_config(config_path)
+    runs = root / "runs"
+    single = train_single(config, runs, quiet=True)
+    affinity_from_runs(config, runs, progress=False, device="cpu")
+    fafs_from_runs(config, runs, progress=False, device="cpu")
+    return config, runs, single

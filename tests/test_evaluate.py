@@ -20,9 +20,8 @@ import pytest
 import scipy.stats
 import torch
 
-from branchnet.config import load_config
 from branchnet.errors import BadInput
-from conftest import TINY_CONFIG, assert_one_line_error
+from conftest import assert_one_line_error, study_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["seg", "depth"]
@@ -45,20 +44,12 @@ def study(tmp_path_factory, data_cache):
     second new network and is rerun with --resume."""
     import branchnet.train.engine as engine
     from branchnet.steps import evaluate as ev
-    from branchnet.steps.affinity import affinity_from_runs, fafs_from_runs
-    from branchnet.steps.train_single import train_single
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun ranks: the same floats
     root = tmp_path_factory.mktemp("evaluate")
+    config, runs, single = study_run(root, data_cache, "[seg, depth]", "epochs: 1, keep_checkpoints: true")
     config_path = root / "tiny.yaml"
-    config_path.write_text(TINY_CONFIG.format(root=data_cache, tasks="[seg, depth]")
-                           .replace("epochs: 2", "epochs: 1, keep_checkpoints: true"))
-    config = load_config(config_path)
-    runs = root / "runs"
-    single = train_single(config, runs, quiet=True)
-    affinity_from_runs(config, runs, progress=False, device="cpu")
-    fafs_from_runs(config, runs, progress=False, device="cpu")
     stage = single["seg"]["stage_params"]
     heads = single["seg"]["head_params"]["seg"] + single["depth"]["head_params"]["depth"]
     budget = stage[0] + 2 * sum(stage[1:]) + heads  # the tree that shares stage 0 only

@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from branchnet.config import load_config
-from conftest import TINY_CONFIG, assert_one_line_error
+from conftest import assert_one_line_error, study_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["seg", "depth", "edges"]
@@ -52,20 +51,12 @@ def _copy_run(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_cache):
     from branchnet.cli import main
-    from branchnet.steps.affinity import affinity_from_runs, fafs_from_runs
-    from branchnet.steps.train_single import train_single
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun ranks: the same floats
     root = tmp_path_factory.mktemp("search")
+    config, runs, single = study_run(root, data_cache, "[seg, depth, edges]")
     config_path = root / "tiny.yaml"
-    config_path.write_text(TINY_CONFIG.format(root=data_cache, tasks="[seg, depth, edges]")
-                           .replace("epochs: 2", "epochs: 1"))
-    config = load_config(config_path)
-    runs = root / "runs"
-    single = train_single(config, runs, quiet=True)
-    affinity_from_runs(config, runs, progress=False, device="cpu")
-    fafs_from_runs(config, runs, progress=False, device="cpu")
     stage = single["seg"]["stage_params"]
     heads = sum(single[t]["head_params"][t] for t in TASKS)
     # windows of several trees: 2 groups at every stage, and 2-2-2-3
