@@ -113,19 +113,13 @@ def thread_limit(threads: int) -> Iterator[int]:
 
 
 def available_ram() -> int:
-    """Available RAM in bytes (``MemAvailable`` in /proc/meminfo, else a portable estimate)."""
+    """Available RAM in bytes (``MemAvailable`` in /proc/meminfo, else the free pages by ``os.sysconf``)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        pass
-    try:
-        import psutil  # optional
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
         pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
