@@ -115,3 +115,13 @@ def study_run(root: Path, data_cache: Path, tasks: str, epochs: str = "epochs: 1
     affinity_from_runs(config, runs, progress=False, device="cpu")
     fafs_from_runs(config, runs, progress=False, device="cpu")
     return config, runs, single
+
+
+@pytest.fixture(autouse=True)
+def _not_quiet_from_an_earlier_test():
+    """``--quiet`` holds for the rest of a command (``progress.set_quiet``); every test is a new
+    command, so a test that ran a quiet one (or a worker in-process) does not silence the next."""
+    from branchnet.progress import set_quiet
+
+    set_quiet(False)
+    yield
