@@ -62,6 +62,18 @@ def _subset_bits(k: int) -> np.ndarray:
     return ((np.arange(1 << k)[:, None] >> np.arange(k)) & 1).astype(np.float64)
 
 
+def blocks_of(u: int) -> np.ndarray:
+    """The subsets of the task set ``u`` (a bit mask) that hold its lowest task, as bit masks
+    (each partition of ``u`` is built once by taking its block of the lowest task first)."""
+    low = u & -u
+    rest = u ^ low
+    positions = [b for b in range(rest.bit_length()) if rest >> b & 1]
+    if not positions:
+        return np.array([low], dtype=np.int64)
+    bits = _subset_bits(len(positions)).astype(np.int64)
+    return (bits @ np.array([1 << b for b in positions], dtype=np.int64)) | low
+
+
 @lru_cache(maxsize=2)
 def _layers(n_tasks: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per subset size s: (the subsets U of size s, their blocks B, segment starts).
@@ -76,12 +88,8 @@ def _layers(n_tasks: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         subsets = np.flatnonzero(sizes == s)
         blocks, starts, at = [], [], 0
         for u in subsets.tolist():
-            low = u & -u
-            rest = u ^ low
-            positions = [b for b in range(rest.bit_length()) if rest >> b & 1]
-            bits = _subset_bits(len(positions)).astype(np.int64)
-            sub = bits @ np.array([1 << b for b in positions], dtype=np.int64) if positions else np.zeros(1, np.int64)
-            blocks.append(sub | low)
+            sub = blocks_of(u)
+            blocks.append(sub)
             starts.append(at)
             at += sub.size
         layers.append((subsets, np.concatenate(blocks), np.array(starts, dtype=np.int64)))
@@ -251,7 +259,7 @@ class BudgetPartitionBound:
             return None
         rows: set[int] = set()
         while u:
-            blocks = self._blocks_of(u)
+            blocks = blocks_of(u)
             for p in range(f_level.shape[1]):
                 lv = f_level[blocks, p]
                 ok = lv <= k
@@ -266,17 +274,6 @@ class BudgetPartitionBound:
             else:  # pragma: no cover - the table was built from these very sums
                 return None
         return sorted(rows)
-
-    @staticmethod
-    def _blocks_of(u: int) -> np.ndarray:
-        """The subsets of ``u`` that hold its lowest task."""
-        low = u & -u
-        rest = u ^ low
-        positions = [b for b in range(rest.bit_length()) if rest >> b & 1]
-        if not positions:
-            return np.array([low], dtype=np.int64)
-        bits = _subset_bits(len(positions)).astype(np.int64)
-        return (bits @ np.array([1 << b for b in positions], dtype=np.int64)) | low
 
     # -- bounds --------------------------------------------------------------------------------
     def node_table(self, cur: np.ndarray) -> np.ndarray:

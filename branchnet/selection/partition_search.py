@@ -54,7 +54,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from branchnet.selection.budget_partition import BudgetPartitionBound, _layers, _subset_bits, grid_step, max_levels
+from branchnet.selection.budget_partition import (BudgetPartitionBound, _layers, _subset_bits, blocks_of, grid_step,
+                                                  max_levels)
 from branchnet.selection.solution import BUDGET_RTOL, fits, relative_gap, solution_key, total
 
 #: Networks whose blocks are enumerated together when the fronts are built (cheapest first).
@@ -322,17 +323,6 @@ class BlockFronts:
             got = np.arange(int(counts.sum()), dtype=np.int64) + offsets
             self._entries[uncovered] = got
         return got
-
-
-def blocks_of(u: int) -> np.ndarray:
-    """The subsets of the task set ``u`` (a bit mask) that hold its lowest task."""
-    low = u & -u
-    rest = u ^ low
-    positions = [b for b in range(rest.bit_length()) if rest >> b & 1]
-    if not positions:
-        return np.array([low], dtype=np.int64)
-    bits = _subset_bits(len(positions)).astype(np.int64)
-    return (bits @ np.array([1 << b for b in positions], dtype=np.int64)) | low
 
 
 class SubsetDP:
