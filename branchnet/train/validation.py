@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from branchnet import distributed as dist_utils
 from branchnet.progress import progress_bar
 from branchnet.tasks import Task
+from branchnet.train.acceleration import memory_format, prepare_model
 from branchnet.train.loaders import to_device
 from branchnet.train.precision import Precision
 
@@ -22,15 +23,21 @@ from branchnet.train.precision import Precision
 def split_metrics(model: nn.Module, tasks: Sequence[Task], loader: DataLoader, device: torch.device,
                   precision: Precision | None = None, quiet: bool = True, label: str = "evaluating"
                   ) -> dict[str, dict[str, float]]:
-    """Split-level metrics ``{task: {metric: value}}`` (summed over ranks when distributed)."""
+    """Split-level metrics ``{task: {metric: value}}`` (summed over ranks when distributed).
+
+    ``model`` is put on ``device`` in the layout training uses there
+    (:func:`~branchnet.train.acceleration.prepare_model`), so that a loaded model scores what its
+    training scored to the last digit."""
     precision = precision or Precision(False)
     was_training = model.training
+    prepare_model(model, device)
+    layout = memory_format(device)
     model.eval()
     metrics = {t.name: t.new_metrics() for t in tasks}
     with progress_bar(quiet or not dist_utils.is_main()) as bar:
         job = bar.add_task(label, total=len(loader))
         for images, targets in loader:
-            images, targets = to_device(images, device), to_device(targets, device)
+            images, targets = to_device(images, device, layout), to_device(targets, device)
             with precision.autocast():
                 outputs = model(images)
             for task in tasks:
