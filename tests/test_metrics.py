@@ -70,6 +70,69 @@ def test_normal_angles_in_degrees():
     assert result["within_11.25"] == pytest.approx(100 * np.mean(angles < 11.25))
 
 
+def _loss_and_grad(task: Task, pred: torch.Tensor, target: torch.Tensor):
+    pred = pred.clone().requires_grad_(True)
+    total, count = task.loss_terms(pred, target)
+    total.backward()
+    return total.item(), count.item(), pred.grad
+
+
+def test_masked_losses_equal_their_definition_and_missing_pixels_get_no_gradient():
+    """The dense losses sum over valid pixels only (written with torch.where, not indexing): the
+    sum from the definition, and a zero, finite gradient at a missing or unreadable pixel."""
+    rng = np.random.default_rng(7)
+    pred = torch.tensor(rng.normal(size=(3, 3, 5, 5)), dtype=torch.float32)
+
+    normals = make_task("normals", TaskSpec("normals"))
+    target = F.normalize(torch.tensor(rng.normal(size=(3, 3, 5, 5)), dtype=torch.float32), dim=1)
+    target[0, :, 0, 0] = 0.0  # missing: the 0-vector
+    target[1, :, 1, 1] = float("nan")  # unreadable
+    total, count, grad = _loss_and_grad(normals, pred, target)
+    p, t = pred.numpy(), target.numpy()
+    with np.errstate(invalid="ignore"):
+        valid = np.linalg.norm(t, axis=1) > 0.5
+    cos = np.sum(p / np.linalg.norm(p, axis=1, keepdims=True) * np.nan_to_num(t), axis=1)
+    assert count == valid.sum() == 3 * 25 - 2
+    assert total == pytest.approx(np.sum((1 - cos)[valid]), rel=1e-5)
+    assert torch.isfinite(grad).all()
+    assert (grad[0, :, 0, 0] == 0).all() and (grad[1, :, 1, 1] == 0).all()
+
+    depth = make_task("depth", TaskSpec("depth"))
+    target = torch.tensor(rng.uniform(0.5, 5, size=(3, 1, 5, 5)), dtype=torch.float32)
+    target[0, 0, 0, 0], target[2, 0, 3, 3] = 0.0, float("nan")
+    total, count, grad = _loss_and_grad(depth, pred[:, :1], target)
+    t = target.numpy()
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(t) & (t > 0)
+    assert count == valid.sum() == 3 * 25 - 2
+    assert total == pytest.approx(np.abs(pred[:, :1].numpy() - t)[valid].sum(), rel=1e-5)
+    assert torch.isfinite(grad).all() and grad[0, 0, 0, 0] == 0 and grad[2, 0, 3, 3] == 0
+
+    edges = make_task("edges", TaskSpec("edges"))
+    target = torch.tensor(rng.uniform(size=(3, 1, 5, 5)) < 0.3, dtype=torch.float32)
+    target[1, 0, 2, 2] = 255.0  # ignored
+    total, count, grad = _loss_and_grad(edges, pred[:, :1], target)
+    x, y = pred[:, :1].numpy().astype(np.float64), target.numpy()
+    valid = y != 255
+    w = edges.options["pos_weight"]
+    sigma = 1 / (1 + np.exp(-x))
+    bce = -np.where(y > 0.5, w * np.log(sigma), (1 - w) * np.log(1 - sigma))
+    assert count == valid.sum() == 3 * 25 - 1
+    assert total == pytest.approx(bce[valid].sum(), rel=1e-5)
+    assert grad[1, 0, 2, 2] == 0
+
+
+def test_confusion_matrix_takes_the_first_of_tied_classes():
+    """argmax's rule (the first maximum) with the faster max(1).indices."""
+    task = make_task("seg", TaskSpec("segmentation", num_classes=3))
+    logits = torch.zeros(1, 3, 1, 4)
+    logits[0, 1, 0, 1] = logits[0, 2, 0, 1] = 1.0  # tie between 1 and 2 -> 1
+    logits[0, 2, 0, 2] = 1.0
+    target = torch.tensor([[[0, 1, 2, 0]]])  # pixel 0 and 3: all tied -> 0
+    result = _in_batches(task, logits, target, [1])
+    assert result["pixel_acc"] == pytest.approx(100.0)
+
+
 def test_threshold_f_is_the_best_dataset_wide_threshold():
     rng = np.random.default_rng(3)
     prob = torch.tensor(rng.uniform(size=(4000,)), dtype=torch.float32)
