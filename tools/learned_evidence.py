@@ -40,7 +40,7 @@ def main() -> None:
     from branchnet.config import load_config
     from branchnet.learned import SharingModel
     from branchnet.learned.diagnostics import leave_one_tree_out, summarize
-    from branchnet.runs import affinity_path, evaluate_dir
+    from branchnet.runs import TREES_FILE, affinity_path, evaluate_dir
     from branchnet.steps.search import PRIOR_MEASURES, collect_observations
     from branchnet.study.table import read_trees_csv
     from branchnet.affinity import load_affinity
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     runs = Path(args.runs)
-    rows = read_trees_csv(evaluate_dir(runs) / "trees.csv")
+    rows = read_trees_csv(evaluate_dir(runs) / TREES_FILE)
     seeds = sorted({int(r["seed"]) for r in rows})
     budgets = sorted({int(r["budget"]) for r in rows if r["budget"] is not None})
     test = {(r["tree_id"], int(r["seed"])): float(r["delta_mtl_test"]) for r in rows}
