@@ -195,6 +195,19 @@ def test_optimizer_contract(name):
     (weight ** 2).sum().backward()
     optimizer.step()
     assert torch.all(weight < 1)
+    # parameter groups as optimizer_for builds them; float CPU tensors take the fused kernel
+    groups = [{"params": [torch.nn.Parameter(torch.ones(2))]}, {"params": [weight], "weight_decay": 0.0}]
+    assert build_optimizer(groups, TrainConfig(optimizer=name, lr=0.1)).defaults["fused"] is True
+
+
+def test_the_fused_kernel_only_where_it_applies():
+    from branchnet.train.optim import fused
+
+    cpu = torch.nn.Parameter(torch.ones(2))
+    assert fused([cpu]) and fused([{"params": [cpu]}])
+    assert not fused([])
+    assert not fused([cpu, torch.ones(2, device="meta")])  # two devices
+    assert not fused([torch.ones(2, dtype=torch.int64)])
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))

@@ -1,4 +1,5 @@
-"""How the training loop runs fast on a GPU without changing what it trains (docs/performance.md).
+"""How the training loop runs fast without changing what it trains: on a GPU, and in its layout
+on the CPU too (docs/performance.md).
 
 * ``channels_last``: on CUDA and the CPU the network's weights and the input batches are
   stored channels-last (NHWC), the layout cuDNN's and oneDNN's convolution kernels (and
