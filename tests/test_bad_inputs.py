@@ -270,6 +270,8 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("head-channels-negative", (*T, "--set", "model.head_channels=-4"), ("model.head_channels",)),
     ("output-stride", (*T, "--set", "model.output_stride=7"), ("output_stride",)),
     ("hrnet-width", (*T, "--backbone", "hrnet_w18_small", "--set", "model.width=0.5"), ("ResNet",)),
+    ("hrnet-image-size", (*T, "--backbone", "hrnet_w18_small", "--image-size", "48", "48"),
+     ("multiples of 32", "[64, 64]")),
     ("pretrained-missing", (*T, "--set", "model.pretrained=/no/such/weights.pth"), ("do not exist",)),
     ("head-unknown", (*T, "--set", "model.head=unet"), ("model.head",)),
     ("image-size-small", (*T, "--image-size", "8", "8"), ("at least 16",)),

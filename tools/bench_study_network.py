@@ -19,6 +19,11 @@ CPU seconds per network, the ratio, and the load average before and after.
 Usage::
 
     python tools/bench_study_network.py [--images 256] [--epochs 2] [--threads 1] [--repeats 2]
+                                        [--backbone resnet18 --width 0.25 --output-stride 8]
+
+Other backbones vary the shapes: ``--backbone resnet50 --width 0.5 --output-stride 32`` or
+``--backbone hrnet_w18_small --size 64`` (HRNet takes no width or output stride, and sides that 32
+divides).
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ name: bench-study-network
 seed: 0
 data:
   dataset: scenes
-  image_size: [48, 48]
+  image_size: [{size}, {size}]
   splits: {{train: {images}, val: 64, test: 64, affinity: 16}}
 tasks: [seg, depth, normals, edges, keypoints]
-model: {{backbone: resnet18, width: 0.25, output_stride: 8, head_channels: 32}}
+model: {model}
 train: {{epochs: {epochs}, batch_size: 32, optimizer: adam, lr: 0.002, weight_decay: 0.0001, schedule: poly,
          device: cpu}}
 affinity: {{images: 16}}
@@ -121,7 +126,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a study job's budget)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--size", type=int, default=48, help="image side in pixels (HRNet: a multiple of 32)")
+    parser.add_argument("--backbone", default="resnet18", help="a timm ResNet or HRNet")
+    parser.add_argument("--width", type=float, default=0.25, help="ResNet width (ignored for HRNet)")
+    parser.add_argument("--output-stride", type=int, default=8, help="ResNet output stride (ignored for HRNet)")
     args = parser.parse_args()
+    model = f"{{backbone: {args.backbone}, head_channels: 32"
+    if not args.backbone.startswith("hrnet"):
+        model += f", width: {args.width}, output_stride: {args.output_stride}"
+    model += "}"
     os.environ.setdefault("BRANCHNET_QUIET", "1")
 
     import torch
@@ -136,7 +149,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-study-network-") as tmp:
         path = Path(tmp) / "bench.yaml"
-        path.write_text(CONFIG.format(images=args.images, epochs=args.epochs))
+        path.write_text(CONFIG.format(images=args.images, epochs=args.epochs, model=model, size=args.size))
         config = load_config(path)
         tasks = build_tasks(config)
         names = [t.name for t in tasks]
@@ -156,7 +169,7 @@ def main() -> None:
             return time.perf_counter() - wall, time.process_time() - cpu
 
         load = os.getloadavg()
-        print(f"{len(names)} tasks, {args.images} images of 48x48, {args.epochs} epochs, batch 32, "
+        print(f"{model}: {len(names)} tasks, {args.images} images of {args.size}x{args.size}, {args.epochs} epochs, batch 32, "
               f"{args.threads} thread(s); before and after alternate, {args.repeats} of each per tree", flush=True)
         results = {}
         for label, partitions in trees.items():

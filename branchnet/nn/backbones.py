@@ -207,9 +207,28 @@ def split_stages(model: nn.Module, backbone: str) -> nn.ModuleList:
 _LAYOUTS: dict[tuple[str, tuple[int, ...]], StageLayout] = {}
 
 
+#: HRNet's lowest-resolution branch is at 1/32 of the input, and every stage adds its branches up
+#: at each resolution: a side that 32 does not divide gives branches that do not line up.
+HRNET_SIZE_MULTIPLE = 32
+
+
+def check_image_size(config: ModelConfig, image_size: tuple[int, int]) -> None:
+    """:class:`BadInput` when ``config``'s backbone cannot run on images of ``image_size`` (H, W):
+    an HRNet needs both sides divisible by 32 (ResNets take any size)."""
+    if backbone_family(config.backbone) != "hrnet":
+        return
+    if any(int(side) % HRNET_SIZE_MULTIPLE for side in image_size):
+        fit = [max(HRNET_SIZE_MULTIPLE, round(int(side) / HRNET_SIZE_MULTIPLE) * HRNET_SIZE_MULTIPLE)
+               for side in image_size]
+        raise BadInput(f"{config.backbone} needs an image size whose sides are multiples of {HRNET_SIZE_MULTIPLE} "
+                       f"(its branches reach 1/{HRNET_SIZE_MULTIPLE} of the input); data.image_size is "
+                       f"{list(image_size)}: use e.g. {fit}")
+
+
 def build_stages(config: ModelConfig, image_size: tuple[int, int] = (64, 64)) -> tuple[nn.ModuleList, StageLayout]:
     """A fresh encoder of ``config`` split into stages, and its :class:`StageLayout` (measured
     with a forward pass once per model config and image size in a process)."""
+    check_image_size(config, image_size)
     model = create_timm_model(config)
     stages = split_stages(model, config.backbone)
     key = (repr(config), tuple(int(v) for v in image_size))
